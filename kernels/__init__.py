@@ -1,0 +1,1 @@
+"""Triton kernels, each beside the readable torch reference that specifies it."""

@@ -1,0 +1,1 @@
+"""Model code, weights and engines: the catalog, the llama.cpp engine, the native engines."""

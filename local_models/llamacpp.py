@@ -1,0 +1,159 @@
+"""A ``TokenEngine`` over llama.cpp (llama-cpp-python's low-level model and context).
+
+We drive ``llama_decode`` ourselves instead of ``Llama.generate``/``create_completion``:
+their log-prob path needs ``logits_all=True`` and recomputes a softmax over every row
+of the sequence on each step (about 2 tok/s against 70). Here only the logits that a
+step needs are read, straight from llama.cpp's buffer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+
+from local_models.errors import ContextOverflow, WeightsCorrupt
+
+
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " amx_int8" in f.read(1 << 16)
+    except OSError:
+        return False
+
+
+def model_params():
+    """llama.cpp model parameters with one workaround.
+
+    On CPUs that advertise AMX, llama.cpp (0.3.36's vendored build) moves weights into
+    its AMX buffer type and its AMX matmul segfaults on the first multi-token batch
+    (seen with SmolLM2 Q4_1 on a Xeon with amx_int8). Turning the extra buffer types
+    off keeps the ordinary AVX-512 kernels, and costs nothing on this model.
+    """
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.use_extra_bufts = not cpu_has_amx()
+    return params
+
+
+_backend_ready = False
+
+
+class LlamaCppEngine:
+    def __init__(self, path: Path, *, name: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512):
+        global _backend_ready
+        import llama_cpp
+        from llama_cpp import _internals, _logger
+
+        _logger.set_verbose(False)  # llama.cpp otherwise prints hundreds of lines per context
+        if not _backend_ready:
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+        self._lib = llama_cpp
+        threads = n_threads or os.cpu_count() or 1
+        try:
+            self._model = _internals.LlamaModel(path_model=str(path), params=model_params(), verbose=False)
+        except ValueError as e:
+            raise WeightsCorrupt(f"llama.cpp could not load {path}: {e}") from e
+        n_ctx = min(n_ctx, self._model.n_ctx_train()) if n_ctx else self._model.n_ctx_train()
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = cparams.n_ubatch = n_batch
+        cparams.n_threads = cparams.n_threads_batch = threads
+        self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._n_batch = n_batch
+        self._vocab = self._model.vocab
+        self.metadata = self._model.metadata() or {}
+        self.name = name or Path(path).name
+        self.arch = self.metadata.get("general.architecture", "unknown")
+        self.n_ctx = self._ctx.n_ctx()
+        self.n_vocab = self._model.n_vocab()
+        self._tokens: list[int] = []  # what the KV cache holds, in order
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._formatter = None
+
+    # --- text <-> tokens ---------------------------------------------------------------
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(self._lib.llama_vocab_get_add_bos(self._vocab))
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        return self._model.tokenize(text.encode("utf-8"), add_bos, True)
+
+    def token_bytes(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            n = self._lib.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+            piece = self._piece_buf.raw[: max(n, 0)]
+            self._pieces[token] = piece
+        return piece
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        if self._formatter is None:
+            template = self.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise ValueError(f"{self.name} has no chat template in its GGUF metadata; use plain completion")
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            model = self._model
+            eos, bos = model.token_eos(), model.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )
+        return self._formatter(messages=messages).prompt
+
+    # --- evaluation --------------------------------------------------------------------
+
+    def _truncate(self, n: int) -> None:
+        if n < len(self._tokens):
+            if not self._ctx.kv_cache_seq_rm(0, n, -1):
+                self._ctx.kv_cache_clear()
+                self._tokens = []
+                return
+            del self._tokens[n:]
+
+    def prefill(self, tokens: list[int]) -> np.ndarray:
+        if not tokens:
+            raise ValueError("cannot evaluate an empty prompt")
+        common = 0
+        for a, b in zip(self._tokens, tokens):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(tokens) - 1)  # re-evaluate at least one token to get its logits
+        self._truncate(common)
+        if common < len(self._tokens):  # the cache could not be cut at that point
+            self._truncate(0)
+        return self.append(tokens[len(self._tokens) :])
+
+    def append(self, tokens: list[int], *, all_logits: bool = False) -> np.ndarray:
+        if len(self._tokens) + len(tokens) > self.n_ctx:
+            raise ContextOverflow(f"{len(self._tokens) + len(tokens)} tokens exceed the context of {self.n_ctx}")
+        rows = []
+        for i in range(0, len(tokens), self._n_batch):
+            chunk = tokens[i : i + self._n_batch]
+            self._batch.set_batch(chunk, n_past=len(self._tokens), logits_all=all_logits)
+            try:
+                self._ctx.decode(self._batch)
+            except RuntimeError:
+                self._truncate(0)  # a failed decode leaves the cache in an unknown state
+                raise
+            self._tokens.extend(chunk)
+            if all_logits:
+                out = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(len(chunk) * self.n_vocab,))
+                rows.append(out.reshape(len(chunk), self.n_vocab).copy())
+        if all_logits:
+            return np.concatenate(rows)
+        return np.ctypeslib.as_array(self._ctx.get_logits_ith(-1), shape=(self.n_vocab,))

@@ -1,0 +1,36 @@
+"""Our own engines (RWKV, Mistral-style transformers) on our Triton kernels.
+
+Each engine registers a loader for the GGUF architectures it can run; a loader
+takes the weights path and returns a ``TokenEngine``. The ``native`` backend of the
+model seam looks the architecture up here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from local_models.engine import TokenEngine
+from local_models.errors import BackendUnavailable
+
+Loader = Callable[..., TokenEngine]
+ENGINES: dict[str, Loader] = {}
+
+
+def register(*archs: str):
+    def deco(loader: Loader) -> Loader:
+        for arch in archs:
+            ENGINES[arch] = loader
+        return loader
+
+    return deco
+
+
+def load(path: Path, arch: str, **options) -> TokenEngine:
+    loader = ENGINES.get(arch)
+    if loader is None:
+        have = ", ".join(sorted(ENGINES)) or "none yet"
+        raise BackendUnavailable(
+            f"the native backend has no engine for architecture {arch!r} (native engines: {have}); use --backend llamacpp"
+        )
+    return loader(path, **options)

@@ -1,0 +1,1 @@
+"""Embeddings, the Chroma vector store, splitting, BM25 and citation tools."""
