@@ -203,7 +203,7 @@ def main():
     try:
         app()
     except (ConclaveError, ValueError) as e:
-        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

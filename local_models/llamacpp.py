@@ -25,7 +25,7 @@ def cpu_has_amx() -> bool:
         return False
 
 
-def model_params():
+def without_amx_buffers(params):
     """llama.cpp model parameters with one workaround.
 
     On CPUs that advertise AMX, llama.cpp (0.3.36's vendored build) moves weights into
@@ -33,9 +33,6 @@ def model_params():
     (seen with SmolLM2 Q4_1 on a Xeon with amx_int8). Turning the extra buffer types
     off keeps the ordinary AVX-512 kernels, and costs nothing on this model.
     """
-    import llama_cpp
-
-    params = llama_cpp.llama_model_default_params()
     params.use_extra_bufts = not cpu_has_amx()
     return params
 
@@ -56,7 +53,8 @@ class LlamaCppEngine:
         self._lib = llama_cpp
         threads = n_threads or os.cpu_count() or 1
         try:
-            self._model = _internals.LlamaModel(path_model=str(path), params=model_params(), verbose=False)
+            params = without_amx_buffers(llama_cpp.llama_model_default_params())
+            self._model = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
         except ValueError as e:
             raise WeightsCorrupt(f"llama.cpp could not load {path}: {e}") from e
         n_ctx = min(n_ctx, self._model.n_ctx_train()) if n_ctx else self._model.n_ctx_train()
@@ -157,3 +155,18 @@ class LlamaCppEngine:
         if all_logits:
             return np.concatenate(rows)
         return np.ctypeslib.as_array(self._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
+
+
+def stock_llama(path: Path, **kwargs):
+    """llama-cpp-python's own ``Llama`` on the same weights, with the same workaround:
+    the reference in tests and the anchor in benchmarks."""
+    import llama_cpp
+    import llama_cpp.llama as high_level
+
+    lib = high_level.llama_cpp
+    original = lib.llama_model_default_params
+    lib.llama_model_default_params = lambda: without_amx_buffers(original())
+    try:
+        return llama_cpp.Llama(model_path=str(path), verbose=False, **kwargs)
+    finally:
+        lib.llama_model_default_params = original

@@ -8,6 +8,8 @@ message, a log line or the call log.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import AsyncIterator, Iterator
 
 import httpx
@@ -38,14 +40,27 @@ class OpenAILLM(LLM):
         self._key = api_key or "none"  # local servers accept any key; the client insists on one
         self.timeout = timeout
         self.max_retries = max_retries
-        options = dict(
+        self._options = dict(
             base_url=self.base_url,
             api_key=self._key,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             max_retries=max_retries,
         )
-        self._client = openai.OpenAI(**options)
-        self._aclient = openai.AsyncOpenAI(**options)
+        self._client = openai.OpenAI(**self._options)
+        # an async client's pooled connections belong to the event loop that opened them
+        self._aclients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @property
+    def _aclient(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = self._aclients[loop] = openai.AsyncOpenAI(**self._options)
+        return client
+
+    def close(self) -> None:
+        self._client.close()
+        self._aclients.clear()  # their connections close with their loops
 
     # --- errors ---------------------------------------------------------------------
 
@@ -201,6 +216,10 @@ class OpenAILLM(LLM):
         except Exception as e:
             raise self._error(e) from None
         by_index = sorted(resp.choices, key=lambda c: c.index)
+        if len(by_index) != len(continuations):
+            raise UnsupportedFeature(
+                f"{self.base_url} answered {len(by_index)} choices for {len(continuations)} prompts; it cannot score a batch"
+            )
         out = []
         for cont, choice in zip(continuations, by_index):
             lp = choice.logprobs

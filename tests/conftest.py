@@ -1,0 +1,46 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from local_models import catalog
+
+# Tests never touch the user's data dir or config.
+os.environ.pop("CONCLAVE_CONFIG", None)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch, tmp_path):
+    for var in list(os.environ):
+        if var.startswith("CONCLAVE_") or var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("CONCLAVE_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A data dir holding the embedded SmolLM2, pulled the way a user pulls it."""
+    data = tmp_path_factory.mktemp("models")
+    catalog.pull(catalog.CATALOG[catalog.DEFAULT_MODEL], data)
+    return data
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(model_dir) -> Path:
+    return catalog.weights_path(catalog.CATALOG[catalog.DEFAULT_MODEL], model_dir)
+
+
+@pytest.fixture(scope="session")
+def engine(smollm2_path):
+    from local_models.llamacpp import LlamaCppEngine
+
+    return LlamaCppEngine(smollm2_path, name=catalog.DEFAULT_MODEL, n_ctx=2048)
+
+
+@pytest.fixture
+def with_model(model_dir, monkeypatch):
+    """Points the settings at the session's pulled models."""
+    monkeypatch.setenv("CONCLAVE_DATA_DIR", str(model_dir))
+    return model_dir
