@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -138,9 +139,15 @@ def chat(
                 continue
         history.append({"role": "user", "content": message})
         reply = []
-        for chunk in llm.stream_chat(history, temperature=temperature, max_tokens=max_tokens, seed=seed):
-            reply.append(chunk.text)
-            out.print(chunk.text, end="", markup=False, highlight=False, soft_wrap=True)
+        with closing(llm.stream_chat(history, temperature=temperature, max_tokens=max_tokens, seed=seed)) as stream:
+            try:
+                for chunk in stream:
+                    reply.append(chunk.text)
+                    out.print(chunk.text, end="", markup=False, highlight=False, soft_wrap=True)
+            except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat
+                if not interactive:
+                    raise
+                out.print(" [dim](stopped)[/]", end="")
         out.print()
         history.append({"role": "assistant", "content": "".join(reply)})
         if not interactive:

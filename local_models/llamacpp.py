@@ -1,7 +1,7 @@
 """A ``TokenEngine`` over llama.cpp (llama-cpp-python's low-level model and context).
 
 We drive ``llama_decode`` ourselves instead of ``Llama.generate``/``create_completion``:
-their log-prob path needs ``logits_all=True`` and recomputes a softmax over every row
+their log-prob path needs the logits of every position (``logits_all``) and recomputes a softmax over every row
 of the sequence on each step (about 2 tok/s against 70). Here only the logits that a
 step needs are read, straight from llama.cpp's buffer.
 """
