@@ -158,3 +158,12 @@ def test_engine_scoring_splits_merged_boundaries(engine):
     # merges with the prompt's last characters is still scored from the agreed prefix
     (s,) = score(engine, "The sky is blu", ["e"])
     assert s.n_tokens >= 1 and s.n_context >= 1 and s.logprob < 0
+
+
+@pytest.mark.parametrize("prompt", ["Emoji party: 😀😃😄🎉", "日本の首都は東京です。中国の首都は"])
+def test_multibyte_text_is_never_split_mid_character(llm, reference, prompt):
+    out = llm.complete(prompt, max_tokens=24, temperature=0)
+    chunks = [c.text for c in llm.stream_complete(prompt, max_tokens=24, temperature=0)]
+    assert "".join(chunks) == out.text and "\ufffd" not in out.text
+    assert any(ord(ch) > 0x7F for ch in out.text)  # the model did answer in multi-byte characters
+    assert out.text == reference.create_completion(prompt, max_tokens=24, temperature=0)["choices"][0]["text"]
