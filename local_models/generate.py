@@ -117,40 +117,62 @@ def check_fits(engine: TokenEngine, n_prompt: int) -> None:
         )
 
 
+class Decoder:
+    """One sequence's side of generation: picks each token from its logits and turns the
+    tokens into final text (whole UTF-8 characters, stop sequences cut, log-probs attached).
+    The single-sequence loop below and the batching scheduler both drive it."""
+
+    def __init__(self, engine: TokenEngine, params: GenParams, n_prompt: int):
+        check_fits(engine, n_prompt)
+        self.engine, self.params, self.n_prompt = engine, params, n_prompt
+        self.budget = min(params.max_tokens, engine.n_ctx - n_prompt)
+        self.rng = np.random.default_rng(params.seed)
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.held = ""  # text that might be the start of a stop sequence
+        self.pending: list[TokenLogprob] = []
+        self.n_out = 0
+
+    def step(self, logits: np.ndarray) -> tuple[int | None, list[Chunk]]:
+        """Choose the next token. Returns the token to feed back (None once finished) and
+        the chunks that became final; the last chunk of a sequence has ``finish_reason``."""
+        p = self.params
+        token = choose(logits, p.temperature, p.top_p, self.rng)
+        self.n_out += 1
+        if self.engine.is_eog(token):
+            return None, [self._finish("stop")]
+        if p.logprobs:
+            self.pending.append(_logprob_info(self.engine, logits, token, p.top_logprobs))
+        text = self.held + self.utf8.decode(self.engine.token_bytes(token))
+        cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            chunks = [Chunk(text[:cut], self.pending)]
+            self.held, self.pending = "", []
+            return None, chunks + [self._finish("stop", flush=False)]
+        keep = _held_suffix(text, p.stop) if p.stop else 0
+        emit, self.held = text[: len(text) - keep], text[len(text) - keep :]
+        chunks = []
+        if emit:
+            chunks.append(Chunk(emit, self.pending))
+            self.pending = []
+        if self.n_out >= self.budget:
+            return None, chunks + [self._finish("length")]
+        return token, chunks
+
+    def _finish(self, reason: str, flush: bool = True) -> Chunk:
+        tail = self.held + self.utf8.decode(b"", final=True) if flush else ""
+        return Chunk(tail, self.pending if flush else [], reason, self.n_prompt, self.n_out)
+
+
 def generate(engine: TokenEngine, prompt_tokens: list[int], params: GenParams) -> Iterator[Chunk]:
     """Yield pieces of text as they become final; the last piece carries ``finish_reason``."""
-    check_fits(engine, len(prompt_tokens))
-    rng = np.random.default_rng(params.seed)
-    budget = min(params.max_tokens, engine.n_ctx - len(prompt_tokens))
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    held = ""  # text that might be the start of a stop sequence
-    pending: list[TokenLogprob] = []
-    n_out = 0
-    finish = "length"
+    decoder = Decoder(engine, params, len(prompt_tokens))
     logits = engine.prefill(prompt_tokens)
-    while n_out < budget:
-        token = choose(logits, params.temperature, params.top_p, rng)
-        n_out += 1
-        if engine.is_eog(token):
-            finish = "stop"
-            break
-        if params.logprobs:
-            pending.append(_logprob_info(engine, logits, token, params.top_logprobs))
-        text = held + decoder.decode(engine.token_bytes(token))
-        cut = min((i for i in (text.find(s) for s in params.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            yield Chunk(text[:cut], pending)
-            held, pending, finish = "", [], "stop"
-            break
-        keep = _held_suffix(text, params.stop) if params.stop else 0
-        emit, held = text[: len(text) - keep], text[len(text) - keep :]
-        if emit:
-            yield Chunk(emit, pending)
-            pending = []
-        if n_out < budget:
-            logits = engine.append([token])
-    tail = held + decoder.decode(b"", final=True)
-    yield Chunk(tail, pending, finish_reason=finish, prompt_tokens=len(prompt_tokens), completion_tokens=n_out)
+    while True:
+        token, chunks = decoder.step(logits)
+        yield from chunks
+        if token is None:
+            return
+        logits = engine.append([token])
 
 
 def split_continuation(engine: TokenEngine, prompt: str, continuation: str) -> tuple[list[int], list[int]]:

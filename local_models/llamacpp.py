@@ -41,7 +41,9 @@ _backend_ready = False
 
 
 class LlamaCppEngine:
-    def __init__(self, path: Path, *, name: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512):
+    def __init__(
+        self, path: Path, *, name: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512, n_slots: int = 1
+    ):
         global _backend_ready
         import llama_cpp
         from llama_cpp import _internals, _logger
@@ -59,7 +61,9 @@ class LlamaCppEngine:
             raise WeightsCorrupt(f"llama.cpp could not load {path}: {e}") from e
         n_ctx = min(n_ctx, self._model.n_ctx_train()) if n_ctx else self._model.n_ctx_train()
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n_ctx
+        cparams.n_ctx = n_ctx * n_slots  # each slot (sequence) gets n_ctx cells of its own
+        cparams.n_seq_max = n_slots
+        cparams.kv_unified = False
         cparams.n_batch = cparams.n_ubatch = n_batch
         cparams.n_threads = cparams.n_threads_batch = threads
         self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=False)
@@ -69,9 +73,11 @@ class LlamaCppEngine:
         self.metadata = self._model.metadata() or {}
         self.name = name or Path(path).name
         self.arch = self.metadata.get("general.architecture", "unknown")
-        self.n_ctx = self._ctx.n_ctx()
+        self.n_ctx = n_ctx
+        self.n_slots = n_slots
+        self.n_batch = n_batch
         self.n_vocab = self._model.n_vocab()
-        self._tokens: list[int] = []  # what the KV cache holds, in order
+        self._slots: list[list[int]] = [[] for _ in range(n_slots)]  # what each slot's cache holds
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self._formatter = None
@@ -113,48 +119,79 @@ class LlamaCppEngine:
         return self._formatter(messages=messages).prompt
 
     # --- evaluation --------------------------------------------------------------------
+    # Slot s is KV-cache sequence s. Slot 0 serves the single-sequence calls (prefill,
+    # append); the batching scheduler drives every slot at once through decode().
 
-    def _truncate(self, n: int) -> None:
-        if n < len(self._tokens):
-            if not self._ctx.kv_cache_seq_rm(0, n, -1):
-                self._ctx.kv_cache_clear()
-                self._tokens = []
-                return
-            del self._tokens[n:]
+    def cached(self, slot: int = 0) -> list[int]:
+        """The tokens a slot's cache holds, in order."""
+        return self._slots[slot]
+
+    def truncate(self, slot: int, n: int) -> None:
+        """Keep the first ``n`` cached tokens of a slot."""
+        toks = self._slots[slot]
+        if n < len(toks):
+            if not self._ctx.kv_cache_seq_rm(slot, n, -1):
+                self._ctx.kv_cache_seq_rm(slot, 0, -1)
+                n = 0
+            del toks[n:]
+
+    def decode(self, work: list[tuple[int, list[int], bool]]) -> list[np.ndarray]:
+        """One ``llama_decode`` over several slots. ``work`` holds (slot, tokens, all_logits),
+        at most ``n_batch`` tokens in all. Returns, per entry, the logits after its last
+        token, or one row per token if ``all_logits``."""
+        batch = self._batch.batch
+        i = 0
+        for slot, tokens, all_logits in work:
+            start = len(self._slots[slot])
+            if start + len(tokens) > self.n_ctx:
+                raise ContextOverflow(f"{start + len(tokens)} tokens exceed the context of {self.n_ctx}")
+            for j, tok in enumerate(tokens):
+                batch.token[i] = tok
+                batch.pos[i] = start + j
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = slot
+                batch.logits[i] = all_logits or j == len(tokens) - 1
+                i += 1
+        if i > self._n_batch:
+            raise ValueError(f"{i} tokens in one decode; the batch holds {self._n_batch}")
+        batch.n_tokens = i
+        try:
+            self._ctx.decode(self._batch)
+        except RuntimeError:
+            for slot, _, _ in work:  # what reached the cache is unknown: forget these slots
+                self.truncate(slot, 0)
+            raise
+        out, i = [], 0
+        for slot, tokens, all_logits in work:
+            self._slots[slot].extend(tokens)
+            if all_logits:
+                out.append(np.stack([self._logits(i + j) for j in range(len(tokens))]))
+            else:
+                out.append(self._logits(i + len(tokens) - 1))
+            i += len(tokens)
+        return out
+
+    def _logits(self, i: int) -> np.ndarray:
+        return np.ctypeslib.as_array(self._ctx.get_logits_ith(i), shape=(self.n_vocab,)).copy()
 
     def prefill(self, tokens: list[int]) -> np.ndarray:
         if not tokens:
             raise ValueError("cannot evaluate an empty prompt")
-        common = 0
-        for a, b in zip(self._tokens, tokens):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(tokens) - 1)  # re-evaluate at least one token to get its logits
-        self._truncate(common)
-        if common < len(self._tokens):  # the cache could not be cut at that point
-            self._truncate(0)
-        return self.append(tokens[len(self._tokens) :])
+        self.truncate(0, min(common_prefix(self._slots[0], tokens), len(tokens) - 1))  # re-read >= 1 token for its logits
+        return self.append(tokens[len(self._slots[0]) :])
 
     def append(self, tokens: list[int], *, all_logits: bool = False) -> np.ndarray:
-        if len(self._tokens) + len(tokens) > self.n_ctx:
-            raise ContextOverflow(f"{len(self._tokens) + len(tokens)} tokens exceed the context of {self.n_ctx}")
-        rows = []
-        for i in range(0, len(tokens), self._n_batch):
-            chunk = tokens[i : i + self._n_batch]
-            self._batch.set_batch(chunk, n_past=len(self._tokens), logits_all=all_logits)
-            try:
-                self._ctx.decode(self._batch)
-            except RuntimeError:
-                self._truncate(0)  # a failed decode leaves the cache in an unknown state
-                raise
-            self._tokens.extend(chunk)
-            if all_logits:
-                out = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(len(chunk) * self.n_vocab,))
-                rows.append(out.reshape(len(chunk), self.n_vocab).copy())
-        if all_logits:
-            return np.concatenate(rows)
-        return np.ctypeslib.as_array(self._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
+        rows = [self.decode([(0, tokens[i : i + self._n_batch], all_logits)])[0] for i in range(0, len(tokens), self._n_batch)]
+        return np.concatenate(rows) if all_logits else rows[-1]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def stock_llama(path: Path, **kwargs):
