@@ -154,6 +154,44 @@ def chat(
             break
 
 
+# --- serve ------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    model: Optional[str] = ModelOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; anything but loopback needs --api-key"),
+    port: int = typer.Option(8000, "--port"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CONCLAVE_SERVER_API_KEY", help="require 'Authorization: Bearer KEY'"),
+    slots: int = typer.Option(4, "--slots", min=1, max=64, help="requests decoded together (continuous batching)"),
+    max_queue: int = typer.Option(64, "--max-queue", min=1, help="waiting requests beyond the slots; more get 503"),
+):
+    """Serve a local model behind an OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions)."""
+    import ipaddress
+
+    import uvicorn
+
+    from local_models.llamacpp import LlamaCppEngine
+    from local_models.server import Served, create_app
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not api_key:
+        raise ValueError(f"binding to {host} exposes the model to the network: give --api-key (or CONCLAVE_SERVER_API_KEY)")
+    s = _settings()
+    spec = catalog.resolve(model or s.model)
+    if (s.backend or "llamacpp") != "llamacpp":
+        raise ValueError("conclave serve runs llama.cpp models for now; the native engines join as they land")
+    path = catalog.ensure_weights(spec, s.data_dir)
+    with err.status(f"loading {spec.name} with {slots} slots …"):
+        engine = LlamaCppEngine(path, name=spec.name, n_ctx=s.n_ctx, n_threads=s.n_threads, n_slots=slots)
+    served = Served(spec.name, engine, max_queue=max_queue, api_key=api_key)
+    err.print(f"serving [bold]{spec.name}[/] on http://{host}:{port}/v1 ({slots} slots, queue {max_queue})")
+    uvicorn.run(create_app(served), host=host, port=port, log_level="warning")
+
+
 # --- calls ------------------------------------------------------------------------------
 
 

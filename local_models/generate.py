@@ -91,7 +91,8 @@ def _token_text(engine: TokenEngine, token: int) -> str:
     return engine.token_bytes(token).decode("utf-8", errors="replace")
 
 
-def _logprob_info(engine: TokenEngine, logits: np.ndarray, token: int, n_top: int) -> TokenLogprob:
+def token_logprob(engine: TokenEngine, logits: np.ndarray, token: int, n_top: int) -> TokenLogprob:
+    """The log-prob of ``token`` under ``logits`` (one row), with the ``n_top`` best alternatives."""
     lse = logsumexp(logits)
     top = ()
     if n_top:
@@ -141,7 +142,7 @@ class Decoder:
         if self.engine.is_eog(token):
             return None, [self._finish("stop")]
         if p.logprobs:
-            self.pending.append(_logprob_info(self.engine, logits, token, p.top_logprobs))
+            self.pending.append(token_logprob(self.engine, logits, token, p.top_logprobs))
         text = self.held + self.utf8.decode(self.engine.token_bytes(token))
         cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
         if cut >= 0:
