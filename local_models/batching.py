@@ -68,7 +68,9 @@ class Scheduler:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
-        """Queue a job; raises ContextOverflow or Overloaded at once rather than later."""
+        """Queue a job; raises ValueError, ContextOverflow or Overloaded at once rather than later."""
+        if not job.tokens:
+            raise ValueError("the prompt is empty: there is nothing to continue from")
         check_fits(self.engine, len(job.tokens))
         with self._cv:
             if self._closing:

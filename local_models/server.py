@@ -319,6 +319,9 @@ class _Run:
         except ContextOverflow as e:
             self.cancel()
             raise ApiError(400, str(e), param="messages", code="context_length_exceeded") from None
+        except ValueError as e:
+            self.cancel()
+            raise ApiError(400, str(e), param="prompt") from None
         except Overloaded as e:
             self.cancel()
             raise ApiError(503, f"server overloaded: {e}", type="server_error", code="overloaded") from None
