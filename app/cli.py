@@ -163,7 +163,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind; anything but loopback needs --api-key"),
     port: int = typer.Option(8000, "--port"),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CONCLAVE_SERVER_API_KEY", help="require 'Authorization: Bearer KEY'"),
-    slots: int = typer.Option(4, "--slots", min=1, max=64, help="requests decoded together (continuous batching)"),
+    slots: int = typer.Option(8, "--slots", min=1, max=64, help="requests decoded together (continuous batching)"),
     max_queue: int = typer.Option(64, "--max-queue", min=1, help="waiting requests beyond the slots; more get 503"),
 ):
     """Serve a local model behind an OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions)."""
@@ -189,7 +189,8 @@ def serve(
         engine = LlamaCppEngine(path, name=spec.name, n_ctx=s.n_ctx, n_threads=s.n_threads, n_slots=slots)
     served = Served(spec.name, engine, max_queue=max_queue, api_key=api_key)
     err.print(f"serving [bold]{spec.name}[/] on http://{host}:{port}/v1 ({slots} slots, queue {max_queue})")
-    uvicorn.run(create_app(served), host=host, port=port, log_level="warning")
+    # on Ctrl-C/SIGTERM, give in-flight requests a few seconds, then cancel them
+    uvicorn.run(create_app(served), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 
 # --- calls ------------------------------------------------------------------------------

@@ -16,11 +16,20 @@ tokens reported in ``usage`` over the wall time of the round; latencies are per
 request, successful ones only; failed requests are counted, not fatal. One untimed
 warm-up request precedes the rounds on each server.
 
-Defaults (about 4-5 minutes on a 2-core machine): concurrency 1, 8, 32; R =
-max(8, 2 * concurrency) requests per round; slots 1, 4, 8; max_tokens 64; n_ctx 2048.
+Defaults (about 5 1/2 minutes on a 2-core machine, most of it the anchor, which
+serves one request at a time): concurrency 1, 8, 32; R = max(8, 2 * concurrency)
+requests per round; slots 1, 4, 8; max_tokens 64; n_ctx 2048; threads = all cores.
+
+Read the numbers with two caveats. With as many llama.cpp threads as cores, any other
+busy process slows both servers by far more than its share (the "other cpu" column
+measures it; rounds above 0.15 cores are flagged). And the stock llama_cpp.server
+falls from about 85 to about 36 tok/s per stream once its thread pool has run model
+calls on two different threads (libgomp, see benchmarks/llama_cpp_server.py), which
+on a busy server is soon; ``--anchor-one-thread`` measures its best case instead.
 
     python benchmarks/server_throughput.py [--concurrency 1,8,32] [--slots 1,4,8]
         [--requests R] [--max-tokens 64] [--n-ctx 2048] [--threads N] [--model NAME]
+        [--anchor-one-thread]
 """
 
 from __future__ import annotations
@@ -81,6 +90,7 @@ class Round:
     completion_tokens: int = 0
     prompt_tokens: int = 0
     errors: list[str] = field(default_factory=list)
+    other_cpu: float = math.nan  # cores busy outside the server and this client, on average over the round
 
     @property
     def tok_s(self) -> float:
@@ -110,6 +120,7 @@ class Server:
         self.label, self.cmd, self.env, self.ready_path, self.port = label, cmd, env, ready_path, port
         self.log_path = log_dir / f"{label.replace(' ', '_').replace('=', '')}.log"
         self.proc: subprocess.Popen | None = None
+        self.died: str | None = None  # set when it exits on its own
 
     @property
     def base_url(self) -> str:
@@ -135,7 +146,15 @@ class Server:
                 time.sleep(0.3)
         raise RuntimeError(f"{self.label} did not answer GET {self.ready_path} within {timeout:.0f} s:\n{self.log_tail()}")
 
+    def check_alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None and self.died is None:
+            code = self.proc.returncode
+            what = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"code {code}"
+            self.died = f"{self.label} exited on its own ({what}); log {self.log_path}:\n{self.log_tail()}"
+        return self.died is None
+
     def stop(self) -> None:
+        self.check_alive()
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -154,6 +173,27 @@ class Server:
 
 
 # --- load -------------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (Linux; NaN elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
+        return (user + nice + system + irq + softirq + steal) / _TICK
+    except (OSError, ValueError):
+        return math.nan
+
+
+def process_cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return math.nan
 
 
 async def run_round(rnd: Round, base_url: str, model: str, prompts: list[str], max_tokens: int) -> Round:
@@ -204,10 +244,20 @@ def measure(server: Server, label: str, slots: int, plan: list[tuple[int, list[s
         status.print(f"[dim]{label} (slots {slots}) ready in {time.perf_counter() - t0:.1f} s on port {server.port}[/]")
         asyncio.run(warm_up(server.base_url, model, max_tokens))
         for concurrency, prompts in plan:
+            pid = server.proc.pid
+            before = busy_cpu_s(), process_cpu_s(pid), process_cpu_s(os.getpid())
             rnd = asyncio.run(run_round(Round(label, slots, concurrency, len(prompts)), server.base_url, model, prompts, max_tokens))
+            after = busy_cpu_s(), process_cpu_s(pid), process_cpu_s(os.getpid())
+            total, ours, client = (b - a for a, b in zip(before, after))
+            rnd.other_cpu = max(total - ours - client, 0.0) / rnd.wall_s
+            if not server.check_alive():
+                rnd.errors.append(server.died.splitlines()[0])
             status.print(f"[dim]  concurrency {concurrency:>3}: {rnd.requests} requests in {rnd.wall_s:6.1f} s, "
-                         f"{rnd.tok_s:6.1f} tok/s, {len(rnd.errors)} errors[/]")
+                         f"{rnd.tok_s:6.1f} tok/s, {len(rnd.errors)} errors, other cpu {rnd.other_cpu:.2f}[/]")
             rounds.append(rnd)
+            if server.died:
+                status.print(f"[red]{server.died}[/]")
+                break
     finally:
         server.stop()
     return rounds
@@ -223,19 +273,21 @@ def ints(text: str) -> list[int]:
     return vals
 
 
-def report(console: Console, rounds: list[Round], title: str, concurrencies: list[int]) -> None:
+def report(console: Console, rounds: list[Round], title: str, concurrencies: list[int], anchor_one_thread: bool) -> None:
     anchor = {r.concurrency: r for r in rounds if r.server == ANCHOR}
-    table = Table(title=title, caption=f"{ANCHOR} serves one request at a time (a global lock); "
-                                      "vs = tok/s over its tok/s at the same concurrency")
-    for col in ("server", "slots", "concurrency", "requests", "errors", "tokens", "tok/s", "p50 ms", "p99 ms", f"vs {ANCHOR}"):
-        table.add_column(col, justify="left" if col == "server" else "right")
+    mode = "model calls on one thread: --anchor-one-thread" if anchor_one_thread else "stock thread pool"
+    table = Table(title=title, caption=f"{ANCHOR} ({mode}) serves one request at a time (a global lock); vs: tok/s over its "
+                                      "tok/s at the same concurrency; other cpu: cores busy outside the server and the client (should be ~0)")
+    for col in ("server", "slots", "concurrency", "requests", "errors", "tokens", "tok/s", "p50 ms", "p99 ms", f"vs {ANCHOR}", "other cpu"):
+        table.add_column(col, justify="left" if col == "server" else "right", no_wrap=True)
     for c in concurrencies:
         base = anchor.get(c)
         for r in sorted((r for r in rounds if r.concurrency == c), key=lambda r: (r.server != ANCHOR, r.slots)):
             vs = f"{r.tok_s / base.tok_s:.2f}x" if base and base.tok_s else "n/a"
             errors = f"[red]{len(r.errors)}[/]" if r.errors else "0"
             table.add_row(r.server, "1 (serial)" if r.server == ANCHOR else str(r.slots), str(c), str(r.requests), errors,
-                          str(r.completion_tokens), f"{r.tok_s:.1f}", f"{r.pct(0.5):.0f}", f"{r.pct(0.99):.0f}", vs)
+                          str(r.completion_tokens), f"{r.tok_s:.1f}", f"{r.pct(0.5):.0f}", f"{r.pct(0.99):.0f}", vs,
+                          f"[yellow]{r.other_cpu:.2f}[/]" if r.other_cpu > 0.15 else f"{r.other_cpu:.2f}")
         table.add_section()
     console.print(table)
     for c in concurrencies:
@@ -248,6 +300,10 @@ def report(console: Console, rounds: list[Round], title: str, concurrencies: lis
         others = ", ".join(f"slots {r.slots}: {r.tok_s:.1f}" for r in ours if r is not best)
         console.print(f"concurrency {c}: best is --slots {best.slots} at {best.tok_s:.1f} tok/s{vs}"
                       + (f" [dim](others: {others})[/]" if others else ""))
+    noisy = [r for r in rounds if r.other_cpu > 0.15]
+    if noisy:
+        console.print(f"[yellow]warning: other processes kept the CPU busy during {len(noisy)} of {len(rounds)} rounds "
+                      f"(up to {max(r.other_cpu for r in noisy):.2f} cores); those numbers are not trustworthy[/]")
     for r in rounds:
         for e in sorted(set(r.errors))[:3]:
             console.print(f"[red]{r.server} slots {r.slots} concurrency {r.concurrency}:[/] {e[:200]}")
@@ -263,7 +319,11 @@ def main():
     ap.add_argument("--n-ctx", type=int, default=2048, help="context per request, both servers")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads, both servers (default: CONCLAVE_N_THREADS or all cores)")
     ap.add_argument("--startup-timeout", type=float, default=180.0)
+    ap.add_argument("--anchor-one-thread", action="store_true",
+                    help=f"run {ANCHOR}'s model calls on one thread (see benchmarks/llama_cpp_server.py): its best case")
     args = ap.parse_args()
+    if args.requests is not None and args.requests < 1:
+        ap.error("--requests must be at least 1")
 
     settings = load_settings()
     spec = catalog.resolve(args.model or settings.model)
@@ -277,10 +337,11 @@ def main():
         plan.append((c, [PROMPTS[(start + i) % len(PROMPTS)] for i in range(n)]))
         start += n
 
-    console = Console(width=max(Console().width, 120))
-    status = Console(stderr=True)
+    console = Console(width=max(Console().width, 150))
+    status = Console(stderr=True, width=max(Console(stderr=True).width, 120))
     log_dir = Path(tempfile.mkdtemp(prefix="conclave-server-bench-"))
-    env = {**os.environ, "CONCLAVE_N_CTX": str(args.n_ctx), "CONCLAVE_N_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "CONCLAVE_N_CTX": str(args.n_ctx), "CONCLAVE_N_THREADS": str(threads),
+           "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
     def stock_server() -> Server:
@@ -288,7 +349,8 @@ def main():
         cmd = [sys.executable, str(ROOT / "benchmarks" / "llama_cpp_server.py"), "--model", str(path), "--model_alias", spec.name,
                "--n_ctx", str(args.n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads), "--flash_attn", "true",
                "--logits_all", "false", "--verbose", "false", "--host", "127.0.0.1", "--port", str(port)]
-        return Server(ANCHOR, cmd, env, "/v1/models", port, log_dir)
+        return Server(ANCHOR, cmd, {**env, "LLAMA_CPP_SERVER_ONE_THREAD": "1" if args.anchor_one_thread else "0"},
+                      "/v1/models", port, log_dir)
 
     def our_server(slots: int) -> Server:
         port = free_port()
@@ -312,16 +374,20 @@ def main():
             rounds += measure(current, OURS, slots, plan, spec.name, args.max_tokens, args.startup_timeout, status)
     except KeyboardInterrupt:
         status.print("[yellow]interrupted; stopping the servers[/]")
+        shutil.rmtree(log_dir, ignore_errors=True)
         raise SystemExit(130)
     finally:
         if current is not None:
             current.stop()
-    shutil.rmtree(log_dir, ignore_errors=True)
+    if any(r.errors for r in rounds):
+        console.print(f"[yellow]server logs kept in {log_dir}[/]")
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
 
     machine = platform.processor() or platform.machine()
     title = (f"{spec.name} ({spec.filename}) over HTTP: chat, max_tokens {args.max_tokens}, greedy, n_ctx {args.n_ctx}, "
              f"{threads} threads; {machine}, {os.cpu_count()} cores, {date.today().isoformat()}")
-    report(console, rounds, title, args.concurrency)
+    report(console, rounds, title, args.concurrency, args.anchor_one_thread)
     prompt_tokens = {(r.server, r.slots): sum(x.prompt_tokens for x in rounds if (x.server, x.slots) == (r.server, r.slots)) for r in rounds}
     if len(set(prompt_tokens.values())) > 1 and not any(r.errors for r in rounds):
         console.print(f"[yellow]note: the servers counted different prompt tokens: {prompt_tokens}[/]")

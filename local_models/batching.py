@@ -99,11 +99,16 @@ class Scheduler:
                 continue
             cached = self.engine.cached
             slot = max(self._free, key=lambda s: common_prefix(cached(s), job.tokens))
-            self._free.remove(slot)
             # re-read at least one token for its logits; echo needs every position's logits
             keep = 0 if job.echo else min(common_prefix(cached(slot), job.tokens), len(job.tokens) - 1)
-            self.engine.truncate(slot, keep)
-            seq = _Seq(job, slot, job.tokens[len(cached(slot)) :], Decoder(self.engine, job.params, len(job.tokens)))
+            try:
+                decoder = Decoder(self.engine, job.params, len(job.tokens))
+                self.engine.truncate(slot, keep)
+            except Exception as e:  # this job cannot run; the others can
+                job.on_event(e)
+                continue
+            self._free.remove(slot)
+            seq = _Seq(job, slot, job.tokens[len(cached(slot)) :], decoder)
             if job.echo:
                 seq.echoed.append(None)
             self._active.append(seq)

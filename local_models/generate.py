@@ -127,7 +127,8 @@ class Decoder:
         check_fits(engine, n_prompt)
         self.engine, self.params, self.n_prompt = engine, params, n_prompt
         self.budget = min(params.max_tokens, engine.n_ctx - n_prompt)
-        self.rng = np.random.default_rng(params.seed)
+        # OpenAI seeds are any int64; numpy wants a non-negative one
+        self.rng = np.random.default_rng(None if params.seed is None else params.seed % 2**64)
         self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.held = ""  # text that might be the start of a stop sequence
         self.pending: list[TokenLogprob] = []

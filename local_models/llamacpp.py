@@ -79,7 +79,6 @@ class LlamaCppEngine:
         self.n_vocab = self._model.n_vocab()
         self._slots: list[list[int]] = [[] for _ in range(n_slots)]  # what each slot's cache holds
         self._pieces: dict[int, bytes] = {}
-        self._piece_buf = ctypes.create_string_buffer(256)
         self._formatter = None
 
     # --- text <-> tokens ---------------------------------------------------------------
@@ -93,10 +92,10 @@ class LlamaCppEngine:
 
     def token_bytes(self, token: int) -> bytes:
         piece = self._pieces.get(token)
-        if piece is None:
-            n = self._lib.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
-            piece = self._piece_buf.raw[: max(n, 0)]
-            self._pieces[token] = piece
+        if piece is None:  # a buffer per miss: the server calls this from two threads
+            buf = ctypes.create_string_buffer(256)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            piece = self._pieces[token] = buf.raw[: max(n, 0)]
         return piece
 
     def is_eog(self, token: int) -> bool:
@@ -129,6 +128,7 @@ class LlamaCppEngine:
     def truncate(self, slot: int, n: int) -> None:
         """Keep the first ``n`` cached tokens of a slot."""
         toks = self._slots[slot]
+        n = max(n, 0)
         if n < len(toks):
             if not self._ctx.kv_cache_seq_rm(slot, n, -1):
                 self._ctx.kv_cache_seq_rm(slot, 0, -1)

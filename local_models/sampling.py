@@ -26,8 +26,9 @@ def top_k(logits: np.ndarray, k: int) -> np.ndarray:
 def choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
     if temperature == 0.0:
         return int(logits.argmax())
-    z = logits.astype(np.float64) / temperature
-    z -= z.max()
+    # shift before scaling: a tiny temperature then sends the others to -inf, never NaN
+    z = logits.astype(np.float64)
+    z = (z - z.max()) / temperature
     p = np.exp(z)
     p /= p.sum()
     if top_p >= 1.0:

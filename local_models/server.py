@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 import uuid
+from contextlib import asynccontextmanager
 from typing import Literal
 
 from fastapi import FastAPI, Request
@@ -123,7 +124,12 @@ class Served:
 
 
 def create_app(served: Served) -> FastAPI:
-    app = FastAPI(title="Conclave OpenAI-compatible server", version="1")
+    @asynccontextmanager
+    async def lifespan(_):
+        yield
+        served.scheduler.close()  # whatever still runs ends with a 503, not a hang
+
+    app = FastAPI(title="Conclave OpenAI-compatible server", version="1", lifespan=lifespan)
     app.state.served = served
 
     @app.exception_handler(ApiError)
@@ -179,6 +185,8 @@ def create_app(served: Served) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         _check_model(served, body)
+        if body.stream and body.echo:
+            raise ApiError(400, "echo is not supported with stream", param="echo")
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         engine = served.engine
         token_lists = [engine.tokenize(p, add_bos=engine.add_bos) for p in prompts]
@@ -191,7 +199,7 @@ def create_app(served: Served) -> FastAPI:
         run = _Run(served, [(toks, _seeded(params, k)) for k, (_, toks, _) in enumerate(jobs)], echo=body.echo and wants_lp, generate=generate)
         cid = f"cmpl-{uuid.uuid4().hex}"
         if body.stream:
-            return _sse(run, request, lambda idx, chunk: _completion_chunk(cid, served, idx, chunk, body, jobs[idx][2]), body)
+            return _sse(run, request, lambda idx, chunk: _completion_chunk(cid, served, idx, chunk, body), body)
         results = await run.wait(request)
         choices = []
         for (idx, toks, text), res in zip(jobs, results):
@@ -432,7 +440,7 @@ def _chat_chunk(cid: str, served: Served, idx: int, chunk: Chunk, body: ChatRequ
     }
 
 
-def _completion_chunk(cid: str, served: Served, idx: int, chunk: Chunk, body: CompletionRequest, prompt: str) -> dict:
+def _completion_chunk(cid: str, served: Served, idx: int, chunk: Chunk, body: CompletionRequest) -> dict:
     lp = _completion_logprobs(served.engine, [], [], chunk.logprobs, "") if body.logprobs is not None else None
     return {
         "id": cid, "object": "text_completion", "created": int(time.time()), "model": served.name,

@@ -54,3 +54,11 @@ def test_temperature_sharpens():
     cold = sum(choose(x, 0.2, 1.0, rng) == 0 for _ in range(500)) / 500
     hot = sum(choose(x, 2.0, 1.0, rng) == 0 for _ in range(500)) / 500
     assert cold > 0.95 and 0.5 < hot < 0.75
+
+
+@pytest.mark.parametrize("temperature", [2.2250738585e-313, 1e-300, 1e-12])
+def test_a_vanishing_temperature_is_greedy_not_nan(temperature):
+    # the server's fuzzer sent a denormal temperature; logits/T overflowed to inf - inf = NaN
+    x = np.random.default_rng(2).standard_normal(500).astype(np.float32) * 5
+    rng = np.random.default_rng(0)
+    assert {choose(x, temperature, p, rng) for p in (1.0, 0.9) for _ in range(20)} == {int(x.argmax())}

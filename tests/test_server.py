@@ -110,6 +110,9 @@ def test_stop_sequences_and_seeded_choices(client, local):
     assert [c.index for c in a.choices] == [0, 1]
     assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
     assert a.usage.prompt_tokens == b.usage.prompt_tokens  # the shared prompt counts once
+    # OpenAI seeds are any int64 (the fuzzer found negative ones crashed numpy's generator)
+    neg = [client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=8, temperature=1.0, seed=-(2**63)) for _ in range(2)]
+    assert neg[0].choices[0].message.content == neg[1].choices[0].message.content
 
 
 def test_async_client_concurrent_requests_are_batched_correctly(server, local):

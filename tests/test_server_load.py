@@ -1,12 +1,13 @@
 """The server under load and under fuzzing: nothing lost, nothing mixed up, no 5xx."""
 
 import asyncio
+import zlib
 
 import httpx
 import openai
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
 from tests.server_proc import running_server
 
@@ -80,14 +81,21 @@ def test_no_input_crashes_the_server(fuzz_server):
     for op in operations:
 
         @given(op.as_strategy())
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        # no shrinking: against a live model it can run for many minutes; the failing case is reported as found
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                  phases=[Phase.explicit, Phase.generate])
         def check(case):
             if isinstance(case.body, dict):
                 # aim half the cases past the model check, at generation; keep them short
-                if hash(str(case.body)) % 2:
+                if zlib.crc32(repr(case.body).encode()) % 2:  # not hash(): that changes per process
                     case.body["model"] = MODEL
-                if isinstance(case.body.get("max_tokens"), int) and case.body["max_tokens"] > 16:
-                    case.body["max_tokens"] = 16
+                # bound the work a valid case asks for (the limits themselves have hand-written tests)
+                if not isinstance(case.body.get("max_tokens"), int) or case.body["max_tokens"] > 16:
+                    case.body.setdefault("max_tokens", 16)
+                    if isinstance(case.body["max_tokens"], int):
+                        case.body["max_tokens"] = 16
+                if isinstance(case.body.get("n"), int) and case.body["n"] > 2:
+                    case.body["n"] = 2
             response = case.call(base_url=fuzz_server, timeout=30)
             assert response.status_code < 500, (op.path, case.body, response.status_code, response.text[:500])
             if response.status_code >= 400:
