@@ -196,7 +196,8 @@ def create_app(served: Served) -> FastAPI:
         _check_max_tokens(engine, body.max_tokens or 0)
         params = _params(body, body.max_tokens or 1, wants_lp, n_top)
         jobs = [(i * body.n + k, toks, text) for i, (toks, text) in enumerate(zip(token_lists, prompts)) for k in range(body.n)]
-        run = _Run(served, [(toks, _seeded(params, k)) for k, (_, toks, _) in enumerate(jobs)], echo=body.echo and wants_lp, generate=generate)
+        run = _Run(served, [(toks, _seeded(params, k)) for k, (_, toks, _) in enumerate(jobs)], echo=body.echo and wants_lp,
+                   generate=generate, stream=body.stream)
         cid = f"cmpl-{uuid.uuid4().hex}"
         if body.stream:
             return _sse(run, request, lambda idx, chunk: _completion_chunk(cid, served, idx, chunk, body), body)
@@ -227,7 +228,7 @@ def create_app(served: Served) -> FastAPI:
         max_tokens = body.max_completion_tokens or body.max_tokens or max(engine.n_ctx - len(toks), 1)
         _check_max_tokens(engine, max_tokens)
         params = _params(body, max_tokens, body.logprobs, body.top_logprobs or 0)
-        run = _Run(served, [(toks, _seeded(params, k)) for k in range(body.n)])
+        run = _Run(served, [(toks, _seeded(params, k)) for k in range(body.n)], stream=body.stream)
         cid = f"chatcmpl-{uuid.uuid4().hex}"
         if body.stream:
             return _sse(run, request, lambda idx, chunk: _chat_chunk(cid, served, idx, chunk, body), body)
@@ -305,16 +306,30 @@ class _Result:
 class _Run:
     """The scheduler jobs of one HTTP request, and their events as an asyncio queue."""
 
-    def __init__(self, served: Served, jobs: list[tuple[list[int], GenParams]], *, echo: bool = False, generate: bool = True):
+    def __init__(self, served: Served, jobs: list[tuple[list[int], GenParams]], *, echo: bool = False,
+                 generate: bool = True, stream: bool = False):
         loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
         self.results = [_Result() for _ in jobs]
         self.jobs = []
 
+        def deliver(idx, events):
+            for event in events:
+                self.events.put_nowait((idx, event))
+
         def sink(idx):
+            # Without streaming, hand a job's events over once, when it ends: waking the event
+            # loop for every token costs the decode threads a core on a small machine.
+            held = []
+
             def put(event):
+                held.append(event)
+                if not stream and not (isinstance(event, Exception) or getattr(event, "finish_reason", None)):
+                    return
+                events = held[:]
+                held.clear()
                 try:
-                    loop.call_soon_threadsafe(self.events.put_nowait, (idx, event))
+                    loop.call_soon_threadsafe(deliver, idx, events)
                 except RuntimeError:  # the event loop is gone: nobody is listening
                     self.cancel()
             return put
