@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The model catalog: list, pull and verify weights.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+index_app = typer.Typer(help="Retrieval indexes: ingest files, search them, see what they hold.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 
 out = Console()
 err = Console(stderr=True)
@@ -191,6 +193,69 @@ def serve(
     err.print(f"serving [bold]{spec.name}[/] on http://{host}:{port}/v1 ({slots} slots, queue {max_queue})")
     # on Ctrl-C/SIGTERM, give in-flight requests a few seconds, then cancel them
     uvicorn.run(create_app(served), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+# --- index ------------------------------------------------------------------------------
+
+
+def _index(name: str, *, create: bool):
+    from retrieval.index import open_index
+
+    s = _settings()
+    with err.status("opening the index …"):
+        return open_index(name, s.data_dir, s.chroma_url, create=create)
+
+
+@index_app.command("add")
+def index_add(
+    name: str = typer.Argument(..., help="index name (letters, digits, - and _)"),
+    paths: list[Path] = typer.Argument(..., help="files or folders of .txt .md .jsonl .pdf"),
+    chunk_tokens: int = typer.Option(200, "--chunk-tokens", min=16, help="chunk size, in the embedder's tokens"),
+    overlap: int = typer.Option(32, "--overlap", min=0, help="tokens shared by neighbouring chunks"),
+):
+    """Ingest files into an index (created if new). Re-adding an unchanged file adds nothing."""
+    index = _index(name, create=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} chunks"),
+                  TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task(f"embedding into {name}", total=None)
+        r = index.add(paths, chunk_tokens=chunk_tokens, overlap_tokens=overlap,
+                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+    out.print(f"[green]ok[/] {name}: {r.files} files, {r.chunks} chunks: {r.added} added, "
+              f"{r.unchanged} unchanged, {r.removed} removed")
+
+
+@index_app.command("search")
+def index_search(
+    name: str = typer.Argument(..., help="index name"),
+    query: str = typer.Argument(..., help="what to look for"),
+    k: int = typer.Option(5, "-k", min=1, max=100, help="how many hits"),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid (BM25 + dense, fused by reciprocal rank) | dense | lexical"),
+):
+    """Search an index; each hit shows its score, source and chunk id."""
+    hits = _index(name, create=False).search(query, k=k, mode=mode)
+    table = Table(title=f"{mode} search in {name}: {query!r}")
+    for col in ("#", "score", "source", "chunk", "text"):
+        table.add_column(col, no_wrap=col in ("#", "score", "chunk"), overflow="fold")
+    for i, h in enumerate(hits, start=1):
+        loc = "".join(f" {key} {h.meta[key]}" for key in ("page", "line") if key in h.meta)
+        table.add_row(str(i), f"{h.score:.4f}", escape(Path(h.source).name + loc), h.id[:12], escape(h.text[:200]))
+    out.print(table if hits else f"no hits for {query!r} in {name}")
+
+
+@index_app.command("stats")
+def index_stats(name: Optional[str] = typer.Argument(None, help="index name (default: list every index)")):
+    """What an index holds: chunks, sources, embedder, collection."""
+    from retrieval.index import chroma_client, list_indexes
+
+    s = _settings()
+    names = [name] if name else list_indexes(chroma_client(s.data_dir, s.chroma_url))
+    table = Table(title=f"indexes ({s.chroma_url or s.data_dir / 'chroma'})")
+    for col in ("index", "chunks", "sources", "embedder", "collection"):
+        table.add_column(col)
+    for n in names:
+        st = _index(n, create=False).stats()
+        table.add_row(n, str(st["chunks"]), str(st["sources"]), st["embedder"], st["collection"])
+    out.print(table if names else "no indexes yet: conclave index add NAME PATH...")
 
 
 # --- calls ------------------------------------------------------------------------------

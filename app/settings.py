@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     )
     request_timeout: float = Field(60.0, gt=0, description="seconds before an endpoint call gives up")
     max_retries: int = Field(3, ge=0, le=10, description="retries on connection errors, timeouts, 429 and 5xx")
+    chroma_url: str | None = Field(None, description="a Chroma server (http://host:port); unset: embedded, under the data dir")
 
     @field_validator("data_dir")
     @classmethod
