@@ -209,18 +209,27 @@ def _index(name: str, *, create: bool):
 @index_app.command("add")
 def index_add(
     name: str = typer.Argument(..., help="index name (letters, digits, - and _)"),
-    paths: list[Path] = typer.Argument(..., help="files or folders of .txt .md .jsonl .pdf"),
+    paths: Optional[list[Path]] = typer.Argument(None, help="files or folders of .txt .md .jsonl .pdf"),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="a packaged corpus instead of paths: wikipedia-10k"),
     chunk_tokens: int = typer.Option(200, "--chunk-tokens", min=16, help="chunk size, in the embedder's tokens"),
     overlap: int = typer.Option(32, "--overlap", min=0, help="tokens shared by neighbouring chunks"),
 ):
     """Ingest files into an index (created if new). Re-adding an unchanged file adds nothing."""
+    from retrieval import corpora
+
+    if bool(paths) == bool(corpus):
+        raise ValueError("give either PATHS or --corpus")
+    if corpus and corpus not in ("wikipedia-10k",):
+        raise ValueError(f"unknown corpus {corpus!r}; known: wikipedia-10k")
+    records = corpora.wikipedia() if corpus else None
     index = _index(name, create=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} chunks"),
                   TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task(f"embedding into {name}", total=None)
-        r = index.add(paths, chunk_tokens=chunk_tokens, overlap_tokens=overlap,
-                      progress=lambda done, total: bar.update(task, completed=done, total=total))
-    out.print(f"[green]ok[/] {name}: {r.files} files, {r.chunks} chunks: {r.added} added, "
+        kw = dict(chunk_tokens=chunk_tokens, overlap_tokens=overlap,
+                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+        r = index.add_records(records, **kw) if corpus else index.add(paths, **kw)
+    out.print(f"[green]ok[/] {name}: {r.files} {'sources' if corpus else 'files'}, {r.chunks} chunks: {r.added} added, "
               f"{r.unchanged} unchanged, {r.removed} removed")
 
 

