@@ -4,22 +4,33 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from agents.llm import LLM, Chunk, ContinuationScore, Request, TokenLogprob
+from agents.llm import LLM, Chunk, Completion, ContinuationScore, Request, TokenLogprob, UnsupportedFeature
+
+# A reply is a string (its words become tokens, each with log-prob -0.1), a list of
+# (token_text, logprob) pairs for workflows that read log-probs, or an exception to raise.
+Reply = str | list[tuple[str, float]] | Exception
 
 
 class ScriptedLLM(LLM):
     """Replies come from ``replies`` in order (or from a function of the request).
-    Every request is kept in ``requests`` so tests can check what the workflow sent."""
+    Every request is kept in ``requests`` so tests can check what the workflow sent.
+    Stop sequences cut a reply the way a real backend does. ``logprobs`` plays an
+    endpoint's log-prob support: "yes", "raise" (UnsupportedFeature when asked, as the
+    OpenAI backend does) or "none" (silently returns ``logprobs=None``)."""
 
     backend = "scripted"
 
-    def __init__(self, replies: list[str] | Callable[[Request], str] = (), *, scores: dict[str, float] | None = None, sink=None):
+    def __init__(self, replies: list[Reply] | Callable[[Request], Reply] = (), *, scores: dict[str, float] | None = None,
+                 sink=None, logprobs: str = "yes"):
         super().__init__("scripted", sink=sink)
+        if logprobs not in ("yes", "raise", "none"):
+            raise ValueError(f"logprobs must be 'yes', 'raise' or 'none', got {logprobs!r}")
         self.replies = replies if callable(replies) else list(replies)
         self.scores = scores or {}
+        self.logprobs = logprobs
         self.requests: list[Request] = []
 
-    def _next(self, req: Request) -> str:
+    def _next(self, req: Request) -> Reply:
         self.requests.append(req)
         if callable(self.replies):
             return self.replies(req)
@@ -30,15 +41,40 @@ class ScriptedLLM(LLM):
             raise reply
         return reply
 
+    def _complete(self, req: Request) -> Completion:
+        out = super()._complete(req)
+        if self.logprobs == "none":
+            out.logprobs = None
+        return out
+
     def _stream(self, req: Request) -> Iterator[Chunk]:
-        text = self._next(req)
-        words = text.split(" ")
-        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)][: req.params.max_tokens]
-        for p in pieces:
-            yield Chunk(p, [TokenLogprob(p, -0.1)] if req.params.logprobs else [])
-        finish = "length" if len(words) > req.params.max_tokens else "stop"
+        if req.params.logprobs and self.logprobs == "raise":
+            self.requests.append(req)
+            raise UnsupportedFeature("scripted endpoint returns no log-probs")
+        reply = self._next(req)
+        if isinstance(reply, str):
+            words = reply.split(" ")
+            tokens = [(w if i == 0 else " " + w, -0.1) for i, w in enumerate(words)]
+            if len(tokens) > 1 and tokens[0][0] == "":
+                tokens = tokens[1:]  # " Paris" is one token, as a real tokenizer has it, not "" and " Paris"
+        else:
+            tokens = list(reply)
+        finish = "length" if len(tokens) > req.params.max_tokens else "stop"
+        tokens = tokens[: req.params.max_tokens]
+        whole = "".join(t for t, _ in tokens)
+        cut = min((i for i in (whole.find(s) for s in req.params.stop) if i >= 0), default=len(whole))
+        if cut < len(whole):
+            finish = "stop"
+        # like the real decoder: the text ends before the stop; the tokens that wrote it keep their log-probs
+        start, n_out = 0, 0
+        for piece, lp in tokens:
+            if start >= cut and cut < len(whole):
+                break
+            n_out += 1
+            yield Chunk(piece[: max(cut - start, 0)], [TokenLogprob(piece, lp)] if req.params.logprobs else [])
+            start += len(piece)
         n_prompt = sum(len(m["content"].split()) for m in req.messages) if req.messages else len(req.prompt.split())
-        yield Chunk("", [], finish, n_prompt, len(pieces))
+        yield Chunk("", [], finish, n_prompt, n_out)
 
     def _score(self, prompt: str, continuations: list[str]) -> list[ContinuationScore]:
         self.requests.append(Request("score", None, prompt=prompt))
