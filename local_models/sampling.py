@@ -28,7 +28,8 @@ def choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
         return int(logits.argmax())
     # shift before scaling: a tiny temperature then sends the others to -inf, never NaN
     z = logits.astype(np.float64)
-    z = (z - z.max()) / temperature
+    with np.errstate(over="ignore"):  # overflow to -inf is the intended result
+        z = (z - z.max()) / temperature
     p = np.exp(z)
     p /= p.sum()
     if top_p >= 1.0:
