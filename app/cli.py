@@ -254,15 +254,17 @@ def index_search(
 @index_app.command("stats")
 def index_stats(name: Optional[str] = typer.Argument(None, help="index name (default: list every index)")):
     """What an index holds: chunks, sources, embedder, collection."""
-    from retrieval.index import chroma_client, list_indexes
+    from retrieval.index import Index, chroma_client, list_indexes
 
     s = _settings()
-    names = [name] if name else list_indexes(chroma_client(s.data_dir, s.chroma_url))
+    with err.status("opening the indexes …"):
+        client = chroma_client(s.data_dir, s.chroma_url)
+    names = [name] if name else list_indexes(client)
     table = Table(title=f"indexes ({s.chroma_url or s.data_dir / 'chroma'})")
     for col in ("index", "chunks", "sources", "embedder", "collection"):
         table.add_column(col)
     for n in names:
-        st = _index(n, create=False).stats()
+        st = Index(n, client, create=False).stats()
         table.add_row(n, str(st["chunks"]), str(st["sources"]), st["embedder"], st["collection"])
     out.print(table if names else "no indexes yet: conclave index add NAME PATH...")
 

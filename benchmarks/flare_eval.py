@@ -8,7 +8,7 @@ calls per question.
 
     python benchmarks/flare_eval.py [--limit 10] [--hops 1,2] [--model smollm2-135m-instruct]
     python benchmarks/flare_eval.py --model qwen2.5-coder-1.5b-instruct   # if installed (conclave models pull ...)
-    python benchmarks/flare_eval.py --retriever hybrid                    # retrieval.index.Index, when it exists
+    python benchmarks/flare_eval.py --retriever hybrid                    # retrieval.index.Index (BM25 + MiniLM in Chroma)
 
 The 135M default is there to show the harness runs anywhere; expect low EM from it.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -31,7 +30,10 @@ from rich.table import Table
 from agents.flare import FlareConfig, run
 from agents.flare.multihop import build
 from app.settings import load_settings
-from retrieval.lexical import BM25
+from retrieval.hits import Hit
+from retrieval.index import Index, chroma_client
+from retrieval.ingest import Record
+from retrieval.lexical import BM25, words
 
 METHODS = {
     "none": dict(method="none"),
@@ -43,12 +45,8 @@ METHODS = {
 }
 
 
-def normalise(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.lower()))
-
-
 def contains(answer: str, gold: str) -> bool:
-    return f" {normalise(gold)} " in f" {normalise(answer)} "
+    return f" {' '.join(words(gold))} " in f" {' '.join(words(answer))} "
 
 
 class _ByPassage:
@@ -59,20 +57,12 @@ class _ByPassage:
         self.index = index
 
     def search(self, query: str, k: int = 5):
-        from retrieval.hits import Hit
-
         return [Hit(h.meta.get("passage_id", h.id), h.text, h.source, h.score, h.meta) for h in self.index.search(query, k)]
 
 
-def open_retriever(kind: str, passages, console: Console):
+def open_retriever(kind: str, passages):
     if kind == "bm25":
         return BM25(passages)
-    try:
-        from retrieval.index import Index, chroma_client
-        from retrieval.ingest import Record
-    except ImportError as e:
-        console.print(f"[yellow]the hybrid index is not available ({e}): --retriever hybrid skipped[/]")
-        sys.exit(0)
     where = tempfile.mkdtemp(prefix="flare-eval-")
     atexit.register(shutil.rmtree, where, ignore_errors=True)
     index = Index("flare-eval", chroma_client(Path(where)))
@@ -101,7 +91,7 @@ def main(argv=None) -> int:
     if unknown or not set(hops) <= {1, 2}:
         ap.error(f"unknown methods {sorted(unknown)} or hops {hops}; methods: {', '.join(METHODS)}; hops: 1,2")
     mh = build(args.seed)
-    retriever = open_retriever(args.retriever, mh.passages, console)
+    retriever = open_retriever(args.retriever, mh.passages)
     settings = load_settings()
     llm = settings.open_llm(args.model)
     console.print(f"model {llm.model} ({llm.backend}), retriever {args.retriever}, {len(mh.passages)} passages")

@@ -185,13 +185,12 @@ def _instruct(r: _Run) -> str:
         n = out.usage.completion_tokens
         before, query, note = parse_search(out.text, out.finish_reason)
         step = Step(i, "search", draft=out.text, note=note)
+        r.accept(step, before, n)
         if query is None:
-            r.accept(step, before, n)
             written += before
             if out.finish_reason == "stop" or not before.strip():
                 return "end"
             continue
-        r.accept(step, before, n)
         written += f"{before}{SEARCH_OPEN}{query}{SEARCH_CLOSE}"
         step.queries = [query or r.question]
         hits = r.retrieve(step.queries[0])
