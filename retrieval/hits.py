@@ -25,6 +25,26 @@ class Retriever(Protocol):
     def search(self, query: str, k: int = 5) -> list[Hit]: ...
 
 
+@dataclass(frozen=True)
+class RetrievalRecord:
+    """One search, for the run store's log. The query text is not kept, as prompts are not."""
+
+    index: str
+    mode: str
+    k: int
+    scores: tuple[float, ...]  # as returned: cosine, BM25 or RRF, by mode
+    # cosine similarity of each returned hit that the dense search saw: the one scale that
+    # is comparable across modes and over time, so drift monitoring plots this
+    similarities: tuple[float, ...]
+    latency_s: float
+    started_at: float
+    error: str | None = None
+
+
+class RetrievalSink(Protocol):
+    def __call__(self, record: RetrievalRecord) -> None: ...
+
+
 def rrf(rankings: list[list[Hit]], k: int, c: int = 60) -> list[Hit]:
     """Reciprocal-rank fusion (Cormack et al. 2009): score(d) = sum over lists of 1 / (c + rank)."""
     scores: dict[str, float] = {}

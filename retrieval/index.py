@@ -8,13 +8,14 @@ embedder's id, so indexes built with different embedders never mix.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
 from retrieval.embed import MiniLM
-from retrieval.hits import Hit, RetrievalError, rrf
+from retrieval.hits import Hit, RetrievalError, RetrievalRecord, RetrievalSink, rrf
 from retrieval.ingest import IngestError, Record, Splitter, files, read
 from retrieval.lexical import BM25
 
@@ -49,8 +50,9 @@ def chroma_client(data_dir: Path, url: str | None = None):
         raise RetrievalError(f"cannot reach the Chroma server at {url}: {e}") from None
 
 
-def open_index(name: str, data_dir: Path, chroma_url: str | None = None, *, create: bool = True) -> "Index":
-    return Index(name, chroma_client(data_dir, chroma_url), create=create)
+def open_index(name: str, data_dir: Path, chroma_url: str | None = None, *, create: bool = True,
+               sink: RetrievalSink | None = None) -> "Index":
+    return Index(name, chroma_client(data_dir, chroma_url), create=create, sink=sink)
 
 
 def list_indexes(client) -> list[str]:
@@ -60,7 +62,8 @@ def list_indexes(client) -> list[str]:
 
 
 class Index:
-    def __init__(self, name: str, client, *, embedder: MiniLM | None = None, create: bool = True):
+    def __init__(self, name: str, client, *, embedder: MiniLM | None = None, create: bool = True,
+                 sink: RetrievalSink | None = None):
         if not _NAME.match(name):
             raise RetrievalError(f"bad index name {name!r}: use letters, digits, '-' and '_' (at most 48)")
         self.name = name
@@ -74,6 +77,7 @@ class Index:
         )
         self._bm25: BM25 | None = None
         self._bm25_count = -1
+        self.sink = sink
 
     # --- writing -------------------------------------------------------------------------
 
@@ -119,15 +123,35 @@ class Index:
             raise ValueError("the query is empty")
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode != "lexical":
+            self.embedder.load()  # a one-off model load is not search latency
+        started, t0 = time.time(), time.perf_counter()
+        hits, error = [], None
+        try:
+            hits = self._search(query, k, mode)
+            return hits
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            if self.sink is not None:
+                self.sink(RetrievalRecord(
+                    self.name, mode, k, tuple(h.score for h in hits),
+                    tuple(h.meta["similarity"] for h in hits if "similarity" in h.meta),
+                    time.perf_counter() - t0, started, error,
+                ))
+
+    def _search(self, query: str, k: int, mode: str) -> list[Hit]:
         if mode == "dense":
             return self.dense(query, k)
         if mode == "lexical":
             return self.lexical(query, k)
-        if mode == "hybrid":
-            # fuse deeper lists than asked for: a chunk ranked 8th by both can beat one ranked 1st by one
-            depth = max(4 * k, 20)
-            return rrf([self.dense(query, depth), self.lexical(query, depth)], k)
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        # fuse deeper lists than asked for: a chunk ranked 8th by both can beat one ranked 1st by one
+        # (dense first: a fused hit keeps the dense meta, with its cosine similarity, where it has one)
+        depth = max(4 * k, 20)
+        return rrf([self.dense(query, depth), self.lexical(query, depth)], k)
 
     def dense(self, query: str, k: int) -> list[Hit]:
         n = self._col.count()
@@ -135,7 +159,7 @@ class Index:
             return []
         res = self._col.query(query_texts=[query], n_results=min(k, n), include=["documents", "metadatas", "distances"])
         return [
-            Hit(i, doc, meta.get("source", ""), 1.0 - dist, {**meta, "method": "dense"})
+            Hit(i, doc, meta.get("source", ""), 1.0 - dist, {**meta, "method": "dense", "similarity": 1.0 - dist})
             for i, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0])
         ]
 

@@ -97,3 +97,14 @@ def test_demo_runs_end_to_end_and_is_recorded(with_model):
     kinds = [k for (k,) in conn.execute("SELECT kind FROM calls WHERE run_id = ? ORDER BY id", (run_id,))]
     refs = {p for (p,) in conn.execute("SELECT prompt_ref FROM calls WHERE run_id = ?", (run_id,))}
     assert kinds == ["chat", "score", "score"] and refs == {"demo@1", "sentiment@1"}
+
+
+def test_data_list_shows_every_packaged_data_set_as_installed():
+    r = conclave("data", "list")
+    assert r.returncode == 0, r.stderr
+    for name in ("wikipedia-10k", "fanoutqa-dev", "hamlet", "rotten-tomatoes"):
+        row = next(line for line in r.stdout.splitlines() if name in line)
+        assert "yes" in row
+    bad = conclave("data", "pull", "nope")
+    assert bad.returncode == 1 and "unknown corpus nope" in bad.stderr and "Traceback" not in bad.stderr
+    assert all(conclave(*cmd, "--help").returncode == 0 for cmd in (["data"], ["data", "pull"], ["flare"]))

@@ -303,3 +303,35 @@ def test_direct_end_to_end_on_smollm2(engine):
     for s in res.steps:
         assert all(t.prob <= config.theta for t in s.low_confidence)
         assert s.retrieved == bool(s.low_confidence)
+
+
+def test_cli_answers_from_an_index_and_logs_the_run_its_calls_and_searches(with_model, tmp_path):
+    import subprocess
+    import sys
+
+    from app.store import RunStore
+    from retrieval.index import open_index
+    from retrieval.ingest import Record
+
+    mh = build(0)
+    open_index("multihop", with_model).add_records([Record(text, f"{src}/{pid}", meta) for pid, text, src, meta in mh.passages])
+    q = next(q for q in mh.questions if q.hops == 2)
+    out = tmp_path / "flare.json"
+    done = subprocess.run([sys.executable, "-m", "app.cli", "flare", q.text, "--index", "multihop", "-k", "2",
+                           "--max-tokens", "32", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "FLARE (direct)" in done.stdout and "Answer:" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["method"] == "direct" and result["question"] == q.text and result["retrieved_ids"]
+
+    store = RunStore(with_model / "conclave.db")
+    run_ = next(r for r in store.list_runs("flare") if r.config["question"] == q.text)
+    assert run_.status == "done" and run_.result == result and run_.config["index"] == "multihop"
+    calls, searches = store.calls(run_id=run_.id), store.retrievals(run_id=run_.id)
+    assert len(calls) == result["n_calls"] and all(c["prompt_ref"] == "flare_answer@1" for c in calls)
+    assert len(searches) == result["n_retrievals"] and all(s["index_name"] == "multihop" for s in searches)
+    assert all(s["mode"] == "hybrid" and s["similarities"] and s["error"] is None for s in searches)
+
+    missing = subprocess.run([sys.executable, "-m", "app.cli", "flare", "x?", "--index", "nope"],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "no index named 'nope'" in missing.stderr and "Traceback" not in missing.stderr

