@@ -23,7 +23,7 @@ from prompts import Rendered
 __all__ = [
     "LLM", "Completion", "Chunk", "ContinuationScore", "GenParams", "TokenLogprob", "Usage", "CallRecord",
     "CallSink", "LLMError", "EndpointUnreachable", "EndpointTimeout", "EndpointError", "RequestRejected",
-    "UnsupportedFeature",
+    "UnsupportedFeature", "Vocab",
 ]
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -96,6 +96,14 @@ class CallSink(Protocol):
     def __call__(self, record: CallRecord) -> None: ...
 
 
+class Vocab(Protocol):
+    """A model's tokenizer and chat template: what counting tokens needs (every TokenEngine is one)."""
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]: ...
+
+    def chat_prompt(self, messages: list[dict]) -> str: ...
+
+
 @dataclass
 class Request:
     kind: str  # "chat" | "complete"
@@ -140,10 +148,33 @@ def check_messages(messages) -> list[dict]:
 
 class LLM(ABC):
     backend: str = "?"
+    vocab: Vocab | None = None  # the model's tokenizer, where the backend has it
 
     def __init__(self, model: str, *, sink: CallSink | None = None):
         self.model = model
         self.sink = sink
+
+    # --- token budgets ------------------------------------------------------------------
+
+    def count_tokens(self, what) -> int:
+        """Tokens ``what`` takes in this model: a string as plain text (no BOS), chat messages
+        (or a chat ``Rendered``) as the whole prompt the model reads, chat template included."""
+        if self.vocab is None:
+            raise UnsupportedFeature(
+                f"the {self.backend} backend ({self.model}) has no tokenizer to count tokens with; "
+                "give the openai backend one (a catalog name or .gguf: CONCLAVE_OPENAI_TOKENIZER)"
+            )
+        if isinstance(what, Rendered):
+            what = what.messages if what.messages is not None else what.text
+        if isinstance(what, str):
+            return len(self.vocab.tokenize(what, add_bos=False))
+        # the chat template writes BOS itself where the model wants one
+        return len(self.vocab.tokenize(self.vocab.chat_prompt(check_messages(what)), add_bos=False))
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the model reads and writes in one call, prompt and output together."""
+        raise UnsupportedFeature(f"the {self.backend} backend ({self.model}) does not know its context length")
 
     # --- what a backend implements ------------------------------------------------------
 

@@ -28,6 +28,8 @@ index_app = typer.Typer(help="Retrieval indexes: ingest files, search them, see 
 app.add_typer(index_app, name="index")
 data_app = typer.Typer(help="Packaged data sets (corpora, question sets): list and install them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+mapreduce_app = typer.Typer(help="Map-reduce over documents longer than the model's context.", no_args_is_help=True)
+app.add_typer(mapreduce_app, name="mapreduce")
 
 out = Console()
 err = Console(stderr=True)
@@ -342,6 +344,65 @@ def flare(
     out.print(f"[dim]run {run_id[:8]} in {s.db_path}[/]")
     if out_file:
         out_file.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
+
+
+# --- mapreduce --------------------------------------------------------------------------
+
+FilesArg = typer.Argument(..., help="files or folders (.txt .md .jsonl .pdf)")
+ConcurrencyOpt = typer.Option(4, "--max-concurrency", "-j", min=1, max=256, help="model calls in flight at once")
+ChunkOpt = typer.Option(None, "--chunk-tokens", min=16, help="tokens per part (default: what fits the context)")
+RoundsOpt = typer.Option(4, "--max-rounds", min=0, max=32, help="collapse rounds before truncating to fit")
+OutOpt = typer.Option(None, "--out", help="write the result with every map answer, merge and provenance (JSON)")
+RayOpt = typer.Option(False, "--ray", help="run the model calls on Ray workers (RAY_ADDRESS, else a local Ray)")
+NoCacheOpt = typer.Option(False, "--no-cache", help="do not reuse or keep answers (default: <data_dir>/mapreduce/cache.db)")
+
+
+def _mapreduce(files, model, backend, use_ray, no_cache, out_file, **knobs):
+    from agents.mapreduce import MapReduceConfig
+    from app.mapreduce import run_mapreduce
+
+    config = MapReduceConfig(**{k: v for k, v in knobs.items() if v is not None})
+    s = _settings()
+    run_mapreduce(s, _store(s), config, files, model=model, backend=backend, use_ray=use_ray, cache=not no_cache,
+                  out_file=out_file, console=out, status=err)
+
+
+@mapreduce_app.command("summarize")
+def mapreduce_summarize(files: list[Path] = FilesArg, model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt,
+                        max_concurrency: int = ConcurrencyOpt, chunk_tokens: Optional[int] = ChunkOpt,
+                        max_rounds: int = RoundsOpt, out_file: Optional[Path] = OutOpt, use_ray: bool = RayOpt,
+                        no_cache: bool = NoCacheOpt):
+    """Summarize documents of any length."""
+    _mapreduce(files, model, backend, use_ray, no_cache, out_file, task="summarize", max_concurrency=max_concurrency,
+               chunk_tokens=chunk_tokens, max_rounds=max_rounds)
+
+
+@mapreduce_app.command("ask")
+def mapreduce_ask(files: list[Path] = FilesArg, question: str = typer.Option(..., "--question", "-q"),
+                  model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt,
+                  max_concurrency: int = ConcurrencyOpt, chunk_tokens: Optional[int] = ChunkOpt,
+                  max_rounds: int = RoundsOpt, out_file: Optional[Path] = OutOpt, use_ray: bool = RayOpt,
+                  no_cache: bool = NoCacheOpt):
+    """Answer a question over documents of any length; parts with nothing relevant are left out."""
+    _mapreduce(files, model, backend, use_ray, no_cache, out_file, task="ask", question=question,
+               max_concurrency=max_concurrency, chunk_tokens=chunk_tokens, max_rounds=max_rounds)
+
+
+@mapreduce_app.command("extract")
+def mapreduce_extract(files: list[Path] = FilesArg, schema: Path = typer.Option(..., "--schema", help="a JSON schema file"),
+                      model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt,
+                      max_concurrency: int = ConcurrencyOpt, chunk_tokens: Optional[int] = ChunkOpt,
+                      max_rounds: int = RoundsOpt, out_file: Optional[Path] = OutOpt, use_ray: bool = RayOpt,
+                      no_cache: bool = NoCacheOpt):
+    """Extract what a JSON schema asks for from documents of any length, into one object."""
+    import json
+
+    try:
+        json_schema = json.loads(schema.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read the JSON schema {schema}: {e}") from None
+    _mapreduce(files, model, backend, use_ray, no_cache, out_file, task="extract", json_schema=json_schema,
+               max_concurrency=max_concurrency, chunk_tokens=chunk_tokens, max_rounds=max_rounds)
 
 
 # --- calls ------------------------------------------------------------------------------

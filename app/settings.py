@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("CONCLAVE_OPENAI_API_KEY", "OPENAI_API_KEY", "openai_api_key")
     )
+    openai_tokenizer: str | None = Field(
+        None, description="a catalog name or .gguf with the endpoint model's vocabulary, to count tokens locally"
+    )
     request_timeout: float = Field(60.0, gt=0, description="seconds before an endpoint call gives up")
     max_retries: int = Field(3, ge=0, le=10, description="retries on connection errors, timeouts, 429 and 5xx")
     chroma_url: str | None = Field(None, description="a Chroma server (http://host:port); unset: embedded, under the data dir")
@@ -70,9 +73,17 @@ class Settings(BaseSettings):
         return self.data_dir / "conclave.db"
 
     def open_llm(self, model: str | None = None, *, backend: str | None = None, sink=None):
+        return self.llm_factory(model, backend=backend)(sink=sink)
+
+    def llm_factory(self, model: str | None = None, *, backend: str | None = None):
+        """``open_llm`` with these settings, as a picklable function: what a Ray worker
+        rebuilds the model with. It carries the API key, if one is set."""
+        from functools import partial
+
         from agents.backends import open_llm
 
-        return open_llm(
+        return partial(
+            open_llm,
             model or self.model,
             backend=backend or self.backend,
             data_dir=self.data_dir,
@@ -82,7 +93,7 @@ class Settings(BaseSettings):
             api_key=self.openai_api_key.get_secret_value() if self.openai_api_key else None,
             timeout=self.request_timeout,
             max_retries=self.max_retries,
-            sink=sink,
+            tokenizer=self.openai_tokenizer,
         )
 
 

@@ -40,18 +40,59 @@ def without_amx_buffers(params):
 _backend_ready = False
 
 
-class LlamaCppEngine:
+def _llama_cpp():
+    global _backend_ready
+    import llama_cpp
+    from llama_cpp import _logger
+
+    _logger.set_verbose(False)  # llama.cpp otherwise prints hundreds of lines per context
+    if not _backend_ready:
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+    return llama_cpp
+
+
+class GGUFText:
+    """Text to tokens, and chat prompts in the GGUF's own template: shared by the engine
+    and by ``LlamaCppVocab``, which loads only this part."""
+
+    _lib: object
+    _model: object  # llama_cpp._internals.LlamaModel
+    metadata: dict
+    name: str
+    _formatter = None
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(self._lib.llama_vocab_get_add_bos(self._model.vocab))
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        return self._model.tokenize(text.encode("utf-8"), add_bos, True)
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        if self._formatter is None:
+            template = self.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise ValueError(f"{self.name} has no chat template in its GGUF metadata; use plain completion")
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            model = self._model
+            eos, bos = model.token_eos(), model.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )
+        return self._formatter(messages=messages).prompt
+
+
+class LlamaCppEngine(GGUFText):
     def __init__(
         self, path: Path, *, name: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512, n_slots: int = 1
     ):
-        global _backend_ready
-        import llama_cpp
-        from llama_cpp import _internals, _logger
+        llama_cpp = _llama_cpp()
+        from llama_cpp import _internals
 
-        _logger.set_verbose(False)  # llama.cpp otherwise prints hundreds of lines per context
-        if not _backend_ready:
-            llama_cpp.llama_backend_init()
-            _backend_ready = True
         self._lib = llama_cpp
         threads = n_threads or os.cpu_count() or 1
         try:
@@ -79,16 +120,8 @@ class LlamaCppEngine:
         self.n_vocab = self._model.n_vocab()
         self._slots: list[list[int]] = [[] for _ in range(n_slots)]  # what each slot's cache holds
         self._pieces: dict[int, bytes] = {}
-        self._formatter = None
 
-    # --- text <-> tokens ---------------------------------------------------------------
-
-    @property
-    def add_bos(self) -> bool:
-        return bool(self._lib.llama_vocab_get_add_bos(self._vocab))
-
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return self._model.tokenize(text.encode("utf-8"), add_bos, True)
+    # --- text <-> tokens (tokenize, chat_prompt: GGUFText) ----------------------------
 
     def token_bytes(self, token: int) -> bytes:
         piece = self._pieces.get(token)
@@ -100,22 +133,6 @@ class LlamaCppEngine:
 
     def is_eog(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
-
-    def chat_prompt(self, messages: list[dict]) -> str:
-        if self._formatter is None:
-            template = self.metadata.get("tokenizer.chat_template")
-            if not template:
-                raise ValueError(f"{self.name} has no chat template in its GGUF metadata; use plain completion")
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            model = self._model
-            eos, bos = model.token_eos(), model.token_bos()
-            self._formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=model.token_get_text(eos) if eos != -1 else "",
-                bos_token=model.token_get_text(bos) if bos != -1 else "",
-            )
-        return self._formatter(messages=messages).prompt
 
     # --- evaluation --------------------------------------------------------------------
     # Slot s is KV-cache sequence s. Slot 0 serves the single-sequence calls (prefill,
@@ -183,6 +200,26 @@ class LlamaCppEngine:
     def append(self, tokens: list[int], *, all_logits: bool = False) -> np.ndarray:
         rows = [self.decode([(0, tokens[i : i + self._n_batch], all_logits)])[0] for i in range(0, len(tokens), self._n_batch)]
         return np.concatenate(rows) if all_logits else rows[-1]
+
+
+class LlamaCppVocab(GGUFText):
+    """A GGUF's tokenizer and chat template without its weights (llama.cpp ``vocab_only``):
+    lets a backend that has no tokenizer of its own, such as an OpenAI-compatible
+    endpoint, count tokens exactly as the served model does. Loads in about a second."""
+
+    def __init__(self, path: Path, *, name: str | None = None):
+        llama_cpp = _llama_cpp()
+        from llama_cpp import _internals
+
+        self._lib = llama_cpp
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        try:
+            self._model = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+        except ValueError as e:
+            raise WeightsCorrupt(f"llama.cpp could not read the vocabulary of {path}: {e}") from e
+        self.metadata = self._model.metadata() or {}
+        self.name = name or Path(path).name
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -99,17 +99,21 @@ def _pdf(path: Path, source: str) -> Iterator[Record]:
 
 
 class Splitter:
-    """Token-aware splitting (langchain-text-splitters), counted in the embedder's own
-    tokens so that no chunk is cut short when it is embedded."""
+    """Token-aware splitting (langchain-text-splitters) with stable chunk ids. ``tokenizer``
+    is a Hugging Face tokenizer (the embedder's, so no chunk is cut short when embedded) or
+    any function that counts a text's tokens (a generating model's, for prompt budgets)."""
 
-    def __init__(self, tokenizer, chunk_tokens: int = 200, overlap_tokens: int = 32):
+    def __init__(self, tokenizer, chunk_tokens: int = 200, overlap_tokens: int = 32, *,
+                 separators: list[str] | None = None):
         from langchain_text_splitters import RecursiveCharacterTextSplitter
 
         if not 0 <= overlap_tokens < chunk_tokens:
             raise ValueError(f"overlap ({overlap_tokens}) must be smaller than the chunk size ({chunk_tokens})")
-        self._split = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
-            tokenizer, chunk_size=chunk_tokens, chunk_overlap=overlap_tokens
-        ).split_text
+        kw = dict(chunk_size=chunk_tokens, chunk_overlap=overlap_tokens, separators=separators)
+        if callable(tokenizer) and not hasattr(tokenizer, "encode"):
+            self._split = RecursiveCharacterTextSplitter(length_function=tokenizer, **kw).split_text
+        else:
+            self._split = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(tokenizer, **kw).split_text
 
     def chunks(self, records: list[Record]) -> list[Chunk]:
         out, seen = [], {}

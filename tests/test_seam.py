@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 import prompts
-from agents.llm import Completion, GenParams
+from agents.llm import Completion, GenParams, UnsupportedFeature
 from tests.scripted import ScriptedLLM
 
 
@@ -145,3 +145,26 @@ def test_async_stream_propagates_backend_errors():
 
     with pytest.raises(ValueError, match="bad reply"):
         asyncio.run(main())
+
+
+def test_counting_tokens_needs_a_vocab_and_counts_chat_prompts_whole():
+    llm = ScriptedLLM(["x"])
+    with pytest.raises(UnsupportedFeature, match="no tokenizer"):
+        llm.count_tokens("hello")
+    with pytest.raises(UnsupportedFeature, match="context length"):
+        llm.context_length
+
+    class Words:  # a tokenizer of words, and a chat template that adds one marker per message
+        def tokenize(self, text, *, add_bos):
+            return text.split()
+
+        def chat_prompt(self, messages):
+            return " ".join(f"<{m['role']}> {m['content']}" for m in messages)
+
+    llm.vocab = Words()
+    rendered = prompts.render("demo", question="why is the sky blue?")
+    assert llm.count_tokens("why is the sky blue?") == 5
+    assert llm.count_tokens(rendered) == llm.count_tokens(rendered.messages) == 2 + len(" ".join(
+        m["content"] for m in rendered.messages).split())
+    with pytest.raises(ValueError, match="messages"):
+        llm.count_tokens([{"role": "nobody", "content": "x"}])

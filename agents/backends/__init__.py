@@ -21,8 +21,11 @@ def open_llm(
     api_key: str | None = None,
     timeout: float = 60.0,
     max_retries: int = 3,
+    tokenizer: str | None = None,
     sink: CallSink | None = None,
 ) -> LLM:
+    """``tokenizer`` (openai only): a catalog name or .gguf whose vocabulary the endpoint's
+    model uses; with it the backend counts tokens locally (vocab only, no weights loaded)."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if model.startswith("openai:") or backend == "openai":
@@ -31,7 +34,14 @@ def open_llm(
         name = model.removeprefix("openai:")
         if not base_url:
             raise ValueError("the openai backend needs a base URL (CONCLAVE_OPENAI_BASE_URL)")
-        return OpenAILLM(name, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, sink=sink)
+        vocab = None
+        if tokenizer:
+            from local_models.llamacpp import LlamaCppVocab
+
+            spec = catalog.resolve(tokenizer)
+            vocab = LlamaCppVocab(catalog.ensure_weights(spec, data_dir), name=spec.name)
+        return OpenAILLM(name, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, sink=sink,
+                         tokenizer=vocab)
 
     from agents.backends.local import LocalLLM
 

@@ -15,6 +15,7 @@ class LocalLLM(LLM):
         super().__init__(model, sink=sink)
         self.backend = backend
         self.engine = engine
+        self.vocab = engine
         self._lock = threading.Lock()  # one sequence in the engine at a time
 
     def tokens(self, req: Request) -> list[int]:
@@ -22,9 +23,6 @@ class LocalLLM(LLM):
             # the chat template writes BOS itself where the model wants one
             return self.engine.tokenize(self.engine.chat_prompt(req.messages), add_bos=False)
         return self.engine.tokenize(req.prompt, add_bos=self.engine.add_bos)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.engine.tokenize(text, add_bos=False))
 
     @property
     def context_length(self) -> int:

@@ -28,14 +28,18 @@ from agents.llm import (
     TokenLogprob,
     UnsupportedFeature,
     Usage,
+    Vocab,
 )
 
 
 class OpenAILLM(LLM):
     backend = "openai"
 
-    def __init__(self, model: str, *, base_url: str, api_key: str | None = None, timeout: float = 60.0, max_retries: int = 3, sink=None):
+    def __init__(self, model: str, *, base_url: str, api_key: str | None = None, timeout: float = 60.0, max_retries: int = 3,
+                 sink=None, tokenizer: Vocab | None = None, context_length: int | None = None):
         super().__init__(model, sink=sink)
+        self.vocab = tokenizer  # the endpoint cannot count tokens for us; a local copy of its tokenizer can
+        self._context_length = context_length
         self.base_url = base_url.rstrip("/")
         self._key = api_key or "none"  # local servers accept any key; the client insists on one
         self.timeout = timeout
@@ -57,6 +61,27 @@ class OpenAILLM(LLM):
         if client is None:
             client = self._aclients[loop] = openai.AsyncOpenAI(**self._options)
         return client
+
+    @property
+    def context_length(self) -> int:
+        """As given, else from the endpoint's model card (our server: ``context_length``, vLLM: ``max_model_len``)."""
+        if self._context_length is None:
+            try:
+                cards = self._client.models.list().data
+            except openai.APIStatusError as e:
+                if e.status_code in (401, 403) or e.status_code >= 500:
+                    raise self._error(e) from None
+                cards = []  # an endpoint without /models: the context has to be given
+            except Exception as e:
+                raise self._error(e) from None
+            card = next((c.model_dump() for c in cards if c.id == self.model), {})
+            n = card.get("context_length") or card.get("max_model_len")
+            if not isinstance(n, int) or n <= 0:
+                raise UnsupportedFeature(
+                    f"{self.base_url} does not say how long {self.model}'s context is; give it (context_length=...)"
+                )
+            self._context_length = n
+        return self._context_length
 
     def close(self) -> None:
         self._client.close()
