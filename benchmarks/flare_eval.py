@@ -116,8 +116,10 @@ def main(argv=None) -> int:
                 rets += res.n_retrievals
                 traces.append({**res.to_dict(), "question_id": q.id, "gold": q.answer, "variant": name})
             n = max(len(questions), 1)
-            table.add_row(name, f"{em / n:.2f}", f"{trig / n:.2f}", f"{recall / n:.2f}", f"{calls / n:.1f}",
-                          f"{rets / n:.1f}", f"{(time.perf_counter() - t0) / n:.1f}")
+            row = (name, f"{em / n:.2f}", f"{trig / n:.2f}", f"{recall / n:.2f}", f"{calls / n:.1f}",
+                   f"{rets / n:.1f}", f"{(time.perf_counter() - t0) / n:.1f}")
+            table.add_row(*row)
+            console.print(f"{h}-hop  " + "  ".join(row), highlight=False)  # a long run shows each row as it lands
         console.print(table)
     if args.json:
         args.json.write_text(json.dumps(traces, indent=1))

@@ -120,8 +120,30 @@ def test_questions_mode_asks_one_question_per_unsure_span(retriever):
 
 def test_questions_mode_with_an_empty_generated_question_searches_with_the_user_question(retriever):
     draft = [(" Dunhelm", lp(0.1)), (".", lp(0.9))]
-    res = run(cfg(query_mode="questions"), ScriptedLLM([draft, [("\n", lp(0.9))], " Quellport."]), retriever, QUESTION)
+    res = run(cfg(query_mode="questions"), ScriptedLLM([draft, " ?", " Quellport."]), retriever, QUESTION)
     assert res.steps[0].queries == [QUESTION]
+
+
+def test_a_line_break_before_any_text_is_not_the_end_of_the_answer(retriever):
+    # SmolLM2 opens with a line break after long passages; the stop at "\n" must not make that an empty answer
+    llm = ScriptedLLM([[("\n", lp(0.9))], sure(" It", " was", " made", " in", " Quellport.")])
+    res = run(cfg(), llm, retriever, QUESTION)
+    assert res.answer == "It was made in Quellport."
+    assert llm.requests[1].prompt == llm.requests[0].prompt + "\n"  # the model goes on from its own line break
+    assert res.n_calls == 2
+
+
+def test_a_model_that_writes_only_line_breaks_gives_up(retriever):
+    llm = ScriptedLLM(lambda req: "\n")
+    res = run(cfg(method="single"), llm, retriever, QUESTION)
+    assert res.answer == "" and res.n_calls == len(llm.requests) == 3
+    assert llm.requests[2].prompt.endswith("Answer:\n\n")
+
+
+def test_a_line_break_after_text_still_ends_the_answer(retriever):
+    llm = ScriptedLLM([" Quellport. And", "\n", " never read"])
+    res = run(cfg(), llm, retriever, QUESTION)
+    assert res.answer == "Quellport." and res.n_calls == 2
 
 
 def test_direct_respects_max_steps(retriever):

@@ -9,6 +9,7 @@ retrieval every ``interval_tokens`` with the previous window as the query.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Callable
 
@@ -20,6 +21,7 @@ from agents.llm import LLM, Completion, UnsupportedFeature
 from retrieval.hits import Hit, Retriever, rrf
 
 ANSWER_STOP = ("\n",)  # the answer is one paragraph; a new line is the model moving on
+LEADING_BREAKS = 2
 SEARCH_OPEN, SEARCH_CLOSE = "[Search(", ")]"
 NO_LOGPROBS = (
     "FLARE-direct needs token log-probs, but the endpoint ({model}, {backend}) does not return them; "
@@ -66,26 +68,38 @@ class _Run:
         if self.on_event is not None:
             self.on_event(event)
 
-    def generate(self, pid: str, *, max_tokens: int, logprobs: bool = False, stop=ANSWER_STOP, **values) -> Completion:
+    def generate(self, pid: str, *, max_tokens: int, logprobs: bool = False, stop=ANSWER_STOP, opens: bool = False,
+                 **values) -> Completion:
+        """``opens``: the call writes the first words of a text, so a line break is no end yet."""
         rendered = prompts.render(pid, **values)
         params = dict(max_tokens=max_tokens, temperature=self.c.temperature, seed=self.c.seed, stop=stop)
         if logprobs:
             params["logprobs"] = True
-        self.n_calls += 1  # before the call: a failed call is still a call in the seam's log
-        try:
-            out = self.llm.complete(rendered, **params)
-        except UnsupportedFeature as e:
-            if logprobs:
-                raise FlareError(NO_LOGPROBS.format(model=self.llm.model, backend=self.llm.backend) + f" ({e})") from e
-            raise
+        out = self._complete(rendered, params)
+        # After long passages a model may open with a line break and stop before writing a word.
+        # The break is then taken as part of the prompt and the model goes on from it, at most twice.
+        for _ in range(LEADING_BREAKS if opens and "\n" in stop and rendered.text is not None else 0):
+            if out.text.strip() or out.finish_reason != "stop":
+                break
+            rendered = dataclasses.replace(rendered, text=rendered.text + out.text + "\n")
+            out = self._complete(rendered, params)
         if logprobs and out.logprobs is None:
             raise FlareError(NO_LOGPROBS.format(model=self.llm.model, backend=self.llm.backend))
         self.emit({"step": len(self.steps), "kind": "generate", "prompt": pid, "text": out.text,
                    "finish_reason": out.finish_reason})
         return out
 
+    def _complete(self, rendered, params: dict) -> Completion:
+        self.n_calls += 1  # before the call: a failed call is still a call in the seam's log
+        try:
+            return self.llm.complete(rendered, **params)
+        except UnsupportedFeature as e:
+            if params.get("logprobs"):
+                raise FlareError(NO_LOGPROBS.format(model=self.llm.model, backend=self.llm.backend) + f" ({e})") from e
+            raise
+
     def answer_call(self, hits: list[Hit], *, max_tokens: int, logprobs: bool = False) -> Completion:
-        return self.generate("flare_answer", max_tokens=max_tokens, logprobs=logprobs,
+        return self.generate("flare_answer", max_tokens=max_tokens, logprobs=logprobs, opens=not self.answer.strip(),
                              passages=[h.text for h in hits], question=self.question, answer=self.answer)
 
     def retrieve(self, query: str) -> list[Hit]:
@@ -160,7 +174,7 @@ def _queries(r: _Run, sentence: str, tokens) -> list[str]:
 
 
 def _ask(r: _Run, sentence: str, span: str) -> str:
-    out = r.generate("flare_question", max_tokens=r.c.question_tokens, question=r.question,
+    out = r.generate("flare_question", max_tokens=r.c.question_tokens, opens=True, question=r.question,
                      text=(r.answer + sentence).strip(), span=span)
     asked = out.text.strip()
     return asked if re.search(r"\w", asked) else r.question  # an empty question would find nothing
@@ -180,7 +194,7 @@ def _instruct(r: _Run) -> str:
     for i in range(r.c.max_steps):
         if r.budget <= 0:
             return "max_answer_tokens"
-        out = r.generate("flare_instruct", max_tokens=r.budget, stop=(SEARCH_CLOSE, "\n"),
+        out = r.generate("flare_instruct", max_tokens=r.budget, stop=(SEARCH_CLOSE, "\n"), opens=not written.strip(),
                          passages=[h.text for h in hits], question=r.question, answer=written)
         n = out.usage.completion_tokens
         before, query, note = parse_search(out.text, out.finish_reason)
