@@ -408,6 +408,63 @@ def mapreduce_extract(files: list[Path] = FilesArg, schema: Path = typer.Option(
 # --- calls ------------------------------------------------------------------------------
 
 
+# --- evoprompt --------------------------------------------------------------------------
+
+
+@app.command()
+def evoprompt(
+    task: Optional[str] = typer.Option(None, "--task", "-t",
+                                       help="rotten-tomatoes | rotten-tomatoes-3 | a .csv/.tsv/.jsonl file with text and label"),
+    algorithm: str = typer.Option("ga", "--algorithm", "-a", help="ga | de | paraphrase (the APE-like baseline)"),
+    population: int = typer.Option(10, "--population", "-n"),
+    generations: int = typer.Option(10, "--generations", "-g"),
+    selection: str = typer.Option("roulette", "--selection", help="ga: roulette | tournament | random"),
+    de_variant: str = typer.Option("v1", "--de-variant", help="de: v1 (with the best prompt) | v2 (without) | v3 (no difference step)"),
+    dev_size: int = typer.Option(100, "--dev-size"),
+    test_size: int = typer.Option(300, "--test-size"),
+    split_seed: int = typer.Option(0, "--split-seed", help="which examples are dev and test"),
+    seed: int = typer.Option(0, "--seed", help="the evolution's own randomness"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="stop after this many generations without a better best"),
+    budget: Optional[int] = typer.Option(None, "--budget", help="stop once this many tokens are spent (evolver + task model)"),
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="a starting prompt (repeat; replaces a recipe's own)"),
+    verbalizer: Optional[str] = typer.Option(None, "--verbalizer", help="files: label=word,label=word (default: the labels)"),
+    kind: str = typer.Option("classification", "--kind", help="files: classification | generation (ROUGE-L)"),
+    text_field: str = typer.Option("text", "--text-field"),
+    label_field: str = typer.Option("label", "--label-field", help="the class, or the reference output for generation"),
+    concurrency: int = typer.Option(4, "--max-concurrency", "-j", min=1, max=256, help="model calls in flight at once"),
+    model: Optional[str] = ModelOpt,
+    backend: Optional[str] = BackendOpt,
+    evolver: Optional[str] = typer.Option(None, "--evolver", help="the model that writes prompts (default: --model)"),
+    evolver_backend: Optional[str] = typer.Option(None, "--evolver-backend"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="continue a stopped run (its id, or the first 8 characters)"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write the result: every prompt, its parents and scores (JSON)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write the fitness per generation as a PNG"),
+):
+    """Evolve prompts with EvoPrompt (GA or DE); prints the top prompts with dev and test scores."""
+    from agents.evoprompt import EvoConfig
+    from app.evoprompt import run_evoprompt
+
+    s = _settings()
+    config = spec = None
+    if not resume:
+        if not task:
+            raise typer.BadParameter("give --task (or --resume a stopped run)")
+        config = EvoConfig(algorithm=algorithm, population=population, generations=generations, selection=selection,
+                           de_variant=de_variant, patience=patience, token_budget=budget, max_concurrency=concurrency,
+                           seed=seed)
+        words = None
+        if verbalizer:
+            pairs = [p.split("=", 1) for p in verbalizer.split(",") if p.strip()]
+            if not all(len(p) == 2 for p in pairs):
+                raise typer.BadParameter(f"--verbalizer wants label=word pairs, got {verbalizer!r}")
+            words = {k.strip(): v.strip() for k, v in pairs}
+        spec = {"task": task, "kind": kind, "verbalizer": words, "prompts": prompt or None, "text_field": text_field,
+                "label_field": label_field, "dev_size": dev_size, "test_size": test_size, "split_seed": split_seed,
+                "model": model or s.model, "backend": backend, "evolver": evolver or model or s.model,
+                "evolver_backend": evolver_backend if evolver else (evolver_backend or backend)}
+    run_evoprompt(s, _store(s), config, spec, resume=resume, out_file=out_file, plot=plot, console=out, status=err)
+
+
 @app.command()
 def calls(
     limit: int = typer.Option(20, "--limit", "-n", help="how many, newest first"),

@@ -72,6 +72,15 @@ SCHEMA = [
     CREATE INDEX retrievals_by_time ON retrievals (started_at);
     CREATE INDEX retrievals_by_run ON retrievals (run_id);
     """,
+    # version 3: checkpoints of long runs (one row per run: the latest state), so a run can resume
+    """
+    CREATE TABLE checkpoints (
+        run_id TEXT PRIMARY KEY REFERENCES runs (id),
+        step INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        saved_at REAL NOT NULL
+    );
+    """,
 ]
 
 _current_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("conclave_run", default=None)
@@ -159,11 +168,34 @@ class RunStore:
                 (error[:10_000], now, now, run_id),
             )
 
+    def reopen_run(self, run_id: str, workflow: str) -> Run:
+        """Mark a stopped run (failed, or left 'running' by a crash) as running again, to resume it."""
+        run = self.get_run(run_id)
+        if run.workflow != workflow:
+            raise ValueError(f"run {run_id} is a {run.workflow!r} run, not {workflow!r}")
+        if run.status == "done":
+            raise ValueError(f"run {run_id} has finished; there is nothing to resume")
+        with self._tx() as conn:
+            conn.execute("UPDATE runs SET status = 'running', error = NULL, updated_at = ?, finished_at = NULL WHERE id = ?",
+                         (time.time(), run_id))
+        return run
+
+    def find_run(self, prefix: str) -> Run:
+        """The run whose id starts with ``prefix`` (as printed: the first 8 characters)."""
+        prefix = prefix.strip().lower()
+        rows = self._conn().execute("SELECT * FROM runs WHERE substr(id, 1, ?) = ? LIMIT 2", (len(prefix), prefix)).fetchall()
+        if not prefix or not rows:
+            raise KeyError(f"no run {prefix!r}")
+        if len(rows) > 1:
+            raise KeyError(f"{prefix!r} names more than one run; give more of its id")
+        return _run(rows[0])
+
     @contextmanager
-    def run(self, workflow: str, config: dict) -> Iterator[str]:
+    def run(self, workflow: str, config: dict, *, resume: str | None = None) -> Iterator[str]:
         """A run whose model calls are logged under its id; it ends 'failed' if the body raises.
-        The body sets the result with ``finish_run``; if it does not, the run ends 'done' with none."""
-        run_id = self.start_run(workflow, config)
+        The body sets the result with ``finish_run``; if it does not, the run ends 'done' with none.
+        ``resume``: the id of a stopped run to continue under its own id (see ``checkpoint``)."""
+        run_id = self.reopen_run(resume, workflow).id if resume else self.start_run(workflow, config)
         token = _current_run.set(run_id)
         try:
             yield run_id
@@ -189,6 +221,20 @@ class RunStore:
         else:
             rows = self._conn().execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
         return [_run(r) for r in rows]
+
+    # --- checkpoints ------------------------------------------------------------------
+
+    def save_checkpoint(self, run_id: str, step: int, state: Any) -> None:
+        """Keep ``state`` (JSON) as the run's latest checkpoint, in one transaction."""
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", (run_id, step, json.dumps(state), now))
+            conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (now, run_id))
+
+    def checkpoint(self, run_id: str) -> tuple[int, Any] | None:
+        """(step, state) of the run's latest checkpoint, or None."""
+        row = self._conn().execute("SELECT step, state FROM checkpoints WHERE run_id = ?", (run_id,)).fetchone()
+        return (row["step"], json.loads(row["state"])) if row else None
 
     # --- the call log -----------------------------------------------------------------
 

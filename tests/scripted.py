@@ -20,13 +20,13 @@ class ScriptedLLM(LLM):
 
     backend = "scripted"
 
-    def __init__(self, replies: list[Reply] | Callable[[Request], Reply] = (), *, scores: dict[str, float] | None = None,
-                 sink=None, logprobs: str = "yes"):
+    def __init__(self, replies: list[Reply] | Callable[[Request], Reply] = (), *,
+                 scores: dict[str, float] | Callable[[str, str], float] | None = None, sink=None, logprobs: str = "yes"):
         super().__init__("scripted", sink=sink)
         if logprobs not in ("yes", "raise", "none"):
             raise ValueError(f"logprobs must be 'yes', 'raise' or 'none', got {logprobs!r}")
         self.replies = replies if callable(replies) else list(replies)
-        self.scores = scores or {}
+        self.scores = scores if scores is not None else {}
         self.logprobs = logprobs
         self.requests: list[Request] = []
 
@@ -77,5 +77,10 @@ class ScriptedLLM(LLM):
         yield Chunk("", [], finish, n_prompt, n_out)
 
     def _score(self, prompt: str, continuations: list[str]) -> list[ContinuationScore]:
+        """``scores``: log-probs by continuation, or a function of (prompt, continuation)."""
         self.requests.append(Request("score", None, prompt=prompt))
-        return [ContinuationScore(c, self.scores.get(c, -10.0), 1, (self.scores.get(c, -10.0),), False, len(prompt.split())) for c in continuations]
+        out = []
+        for c in continuations:
+            lp = self.scores(prompt, c) if callable(self.scores) else self.scores.get(c, -10.0)
+            out.append(ContinuationScore(c, lp, 1, (lp,), False, len(prompt.split())))
+        return out

@@ -323,3 +323,31 @@ def test_a_failed_search_is_logged_with_its_error(tmp_path, embedder, corpus):
     with pytest.raises(Exception):
         ix.search("axolotl", k=1, mode="dense")
     assert len(log) == 1 and log[0].error and log[0].scores == ()
+
+
+def test_bm25_scores_equal_rank_bm25_with_lucene_idf():
+    """Our inverted-index BM25 against rank_bm25's Okapi (given Lucene's idf), on real text."""
+    import math
+
+    import numpy as np
+    from rank_bm25 import BM25Okapi
+
+    from retrieval import corpora
+    from retrieval.lexical import BM25, words
+
+    class LuceneIdf(BM25Okapi):
+        def _calc_idf(self, nd):
+            n = self.corpus_size
+            self.idf = {w: math.log(1.0 + (n - f + 0.5) / (f + 0.5)) for w, f in nd.items()}
+
+    records = corpora.wikipedia(400)
+    chunks = [(str(i), r.text, r.source, {}) for i, r in enumerate(records)]
+    ours, ref = BM25(chunks), LuceneIdf([words(c[1]) for c in chunks])
+    queries = [q["question"] for q in corpora.fanoutqa_dev()[:40]] + ["the the of", "zzzz unknown", ""]
+    for q in queries:
+        expected = ref.get_scores(words(q)) if words(q) else np.zeros(len(chunks))
+        np.testing.assert_allclose(ours.scores(q), expected, rtol=1e-12, atol=1e-12)
+        hits = ours.search(q, k=5)
+        want = [chunks[i][0] for i in np.argsort(-expected, kind="stable")[:5] if expected[i] > 0]
+        assert [h.id for h in hits] == want
+    assert BM25([]).search("anything") == []

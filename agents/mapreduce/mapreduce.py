@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import prompts
+from agents.aio import gather_all
 from agents.llm import LLM, UnsupportedFeature
 from agents.mapreduce.cache import Answer, Cache, key
 from agents.mapreduce.config import MapReduceConfig
@@ -318,7 +319,7 @@ class _Run:
             self.emit({"kind": "map", "done": done, "total": len(chunks), "cached": cached, "tokens": self.tokens})
             return MapAnswer(f"m{i}", chunk.id, text, note is None, cached, self.count(text) if text else 0, note)
 
-        maps = await _all([one(i, c) for i, c in enumerate(chunks)])
+        maps = await gather_all([one(i, c) for i, c in enumerate(chunks)])
         items = [_Item(m.id, m.text, [m.part], m.tokens) for m in maps if m.kept]
         for it in items:
             self.provenance[it.id] = list(it.parts)
@@ -355,7 +356,7 @@ class _Run:
                 self.emit({"kind": "merge", "round": n_round, "done": done, "total": len(groups), "tokens": self.tokens})
                 return item, m
 
-            out = await _all([merge(n, g) for n, g in enumerate(groups)])
+            out = await gather_all([merge(n, g) for n, g in enumerate(groups)])
             rounds.append([m for _, m in out if m is not None])
             items = [self.cap(it, self.item_cap) for it, _ in out]
         return items, rounds
@@ -472,14 +473,3 @@ def shrink_json(obj, max_tokens: int, count: Callable[[str], int]):
 def _unique(ids) -> list[str]:
     return list(dict.fromkeys(ids))
 
-
-async def _all(coros):
-    """Every result in order; the first failure cancels the rest (asyncio.gather would leave them running)."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

@@ -1,0 +1,352 @@
+"""EvoPrompt: operators, selection, fitness, GA/DE/paraphrase runs and resume on the scripted
+seam; tasks from files; one run on the real SmolLM2."""
+
+import random
+import re
+
+import pytest
+from pydantic import ValidationError
+
+from agents.evoprompt import EvoConfig, EvoError, EvoResult, Example, Fitness, Task, TaskError, from_file, run
+from agents.evoprompt.operators import parse_prompt, select_parents
+from agents.evoprompt.tasks import split
+from agents.memo import Memo
+from app.store import RunStore
+from tests.scripted import ScriptedLLM
+
+GOOD, BAD = "loved it, a delight", "hated it, a bore"
+
+
+def sentiment_task(n_dev=6, n_test=4, prompts=("Say if the review is positive or negative.", "Review sentiment?")):
+    def ex(i, label):
+        return Example(f"e{i}", f"{GOOD if label == 'pos' else BAD} #{i}", label)
+
+    dev = tuple(ex(i, "pos" if i % 2 else "neg") for i in range(n_dev))
+    test = tuple(ex(100 + i, "pos" if i % 2 else "neg") for i in range(n_test))
+    return Task("toy", "classification", dev, test, prompts, {"pos": "positive", "neg": "negative"})
+
+
+def task_model(prompt: str, continuation: str) -> float:
+    """Right on every example when the instruction says 'carefully'; else always 'positive'."""
+    instruction = prompt.split("\n\nText:")[0]
+    if "carefully" in instruction:
+        right = " positive" if GOOD in prompt else " negative"
+        return -0.1 if continuation == right else -3.0
+    return -0.5 if continuation == " positive" else -2.0
+
+
+def field(req, name: str) -> str:
+    return re.findall(rf"^{name}: (.*)$", req.messages[-1]["content"], re.M)[-1]
+
+
+def evolver(req) -> str:
+    """GA/DE: the first prompt plus 'carefully' once; paraphrase: the prompt reworded."""
+    text = req.messages[-1]["content"]
+    if "variation of the following instruction" in text:
+        return f"<prompt>In other words: {field(req, 'Instruction')}</prompt>"
+    base = field(req, "Prompt 1")
+    return f"1. Crossover prompt: ...\n2. <prompt>{base if 'carefully' in base else base + ' Read carefully.'}</prompt>"
+
+
+def cfg(**kw) -> EvoConfig:
+    return EvoConfig(**{"population": 4, "generations": 3, "seed": 1, "max_concurrency": 2, **kw})
+
+
+# --- operators and selection --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("2. <prompt>Rate the review.</prompt>", "Rate the review."),
+    ("Give it between <prompt> and </prompt>.\n<prompt>Judge\n the   tone.</prompt>", "Judge the tone."),
+    ("<prompt>first</prompt> then <PROMPT>second</PROMPT>", "second"),
+    ("2. <prompt>An opening tag, never closed.\n\nHere is some rambling.", "An opening tag, never closed."),
+    ("give it between <prompt> and </prompt>.", None),
+    ("<prompt>  </prompt>", None),
+    ("no tags at all", None),
+])
+def test_parse_prompt(reply, expected):
+    assert parse_prompt(reply) == expected
+
+
+def test_a_paraphrase_may_come_without_tags():
+    assert parse_prompt("\n Say whether the critic liked it.\nMore.", untagged=True) == "Say whether the critic liked it."
+    assert parse_prompt("<prompt>Tagged.</prompt>", untagged=True) == "Tagged."
+
+
+@pytest.mark.parametrize("how", ["roulette", "tournament", "random"])
+@pytest.mark.parametrize("fitness", [[0.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5], [0.0, 0.9, 0.1, 0.0]])
+def test_selection_never_breaks_and_never_pairs_a_prompt_with_itself(how, fitness):
+    rng = random.Random(0)
+    texts = ["a", "b", "a", "c"]  # a duplicate text, as a fallback child makes
+    for _ in range(200):
+        i, j = select_parents(rng, texts, fitness, how)
+        assert i != j and texts[i] != texts[j]
+
+
+def test_roulette_follows_fitness():
+    rng = random.Random(0)
+    firsts = [select_parents(rng, ["a", "b", "c"], [0.0, 0.9, 0.1], "roulette")[0] for _ in range(500)]
+    assert firsts.count(0) == 0 and firsts.count(1) > 350
+
+
+def test_config_defaults_are_the_papers_and_bad_knobs_are_refused():
+    c = EvoConfig()
+    assert (c.population, c.generations, c.algorithm, c.top_k_test) == (10, 10, "ga", 3)
+    for bad in ({"population": 1}, {"algorithm": "pso"}, {"de_variant": "v4"}, {"nope": 1}):
+        with pytest.raises(ValidationError):
+            EvoConfig(**bad)
+
+
+# --- fitness ----------------------------------------------------------------------------
+
+
+def test_fitness_scores_label_words_and_each_prompt_example_once():
+    import asyncio
+
+    task = sentiment_task()
+    llm = ScriptedLLM(scores=task_model)
+    fit = Fitness(task, llm, cfg())
+
+    async def go():
+        a, b = await asyncio.gather(fit.mean("Read carefully.", task.dev), fit.mean("Read carefully.", task.dev))
+        c = await fit.mean("Guess.", task.dev)
+        return a, b, c
+
+    a, b, c = asyncio.run(go())
+    assert a == b == 1.0 and c == 0.5
+    assert len(llm.requests) == 2 * len(task.dev)  # the second identical request waited for the first
+    assert all(r.prompt.endswith("Answer:") for r in llm.requests)
+
+
+def test_generation_task_uses_rouge_l():
+    import asyncio
+
+    task = Task("sum", "generation", (Example("d", "long text here", "the cat sat on the mat"),), (), ("Summarize.",))
+    llm = ScriptedLLM(lambda req: " the cat sat on the mat" if "briefly" in req.prompt else " a dog ran")
+    fit = Fitness(task, llm, cfg())
+    assert asyncio.run(fit.mean("Summarize briefly.", task.dev)) == pytest.approx(1.0)
+    assert asyncio.run(fit.mean("Summarize.", task.dev)) == 0.0
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def test_ga_evolves_a_better_prompt_and_keeps_its_lineage():
+    res = run(cfg(), ScriptedLLM(evolver), ScriptedLLM(scores=task_model), sentiment_task())
+    assert res.best.dev == 1.0 and res.best.test == 1.0
+    assert "carefully" in res.best.prompt and res.best.op == "ga"
+    init = res.node(res.initial_best)
+    assert init.dev == 0.5 and init.test == 0.5
+    bests = [g.best for g in res.generations]
+    assert bests == sorted(bests) and len(res.generations) == 4  # generation 0 and three more
+    lineage = res.lineage()
+    assert lineage[0].id == res.best.id and lineage[-1].op in ("manual", "paraphrase")
+    assert res.parse_failures == 0 and res.parse_rate == 1.0
+    assert res.children == sum(g.children for g in res.generations) and [g.children for g in res.generations[1:]] == [4] * 3
+    assert len(res.top) == 3 and all(res.node(i).test is not None for i in res.top)
+    assert EvoResult.from_dict(res.to_dict()).to_dict() == res.to_dict()
+    assert "| top 1 |" in res.report() and "Lineage" in res.report()
+
+
+def test_duplicate_prompts_are_scored_once():
+    task, model = sentiment_task(), ScriptedLLM(scores=task_model)
+    res = run(cfg(), ScriptedLLM(evolver), model, task)
+    distinct = {n.prompt for n in res.nodes}
+    tested = {res.node(i).prompt for i in set(res.top) | {res.initial_best}}
+    assert len(model.requests) == len(distinct) * len(task.dev) + len(tested) * len(task.test)
+
+
+@pytest.mark.parametrize("variant, has_best", [("v1", True), ("v2", False), ("v3", True)])
+def test_de_replaces_a_member_only_when_strictly_better(variant, has_best):
+    evo = ScriptedLLM(evolver)
+    res = run(cfg(algorithm="de", de_variant=variant, generations=2), evo, ScriptedLLM(scores=task_model), sentiment_task())
+    de_requests = [r for r in evo.requests if "Basic Prompt:" in r.messages[-1]["content"]]
+    assert len(de_requests) == 2 * 4
+    assert all(("Prompt 3:" in r.messages[-1]["content"]) == has_best for r in de_requests)
+    assert res.best.dev == 1.0
+    for m in res.population:
+        assert res.node(m).dev >= 0.5
+    # a child that is no better never enters: after generation 1 every member is at 1.0, and stays
+    assert all(res.node(i).dev == 1.0 for i in res.population)
+
+
+def test_unparsable_children_fall_back_to_a_parent_and_are_counted():
+    def mute(req):
+        if "variation" in req.messages[-1]["content"]:
+            return evolver(req)
+        return "I would rather not."
+
+    res = run(cfg(generations=2), ScriptedLLM(mute), ScriptedLLM(scores=task_model), sentiment_task())
+    ga_children = [n for n in res.nodes if n.op == "ga"]
+    assert len(ga_children) == 8 and all(n.parse_failed for n in ga_children)
+    assert all(n.prompt == res.node(n.parents[0]).prompt for n in ga_children)
+    assert res.parse_failures == 8 and res.parse_rate == pytest.approx(1 - 8 / res.children)
+    assert res.best.dev == 0.5 and len({res.node(i).prompt for i in res.population}) == len(res.population)
+
+
+def test_population_starts_with_what_parses_and_a_single_prompt_is_refused():
+    silent = ScriptedLLM(lambda req: "  ")
+    res = run(cfg(generations=0), silent, ScriptedLLM(scores=task_model), sentiment_task())
+    assert len(res.nodes) == 2 and "started with 2 prompts" in res.notes[0]
+    with pytest.raises(EvoError, match="population of two"):
+        run(cfg(), ScriptedLLM(lambda req: "..."), ScriptedLLM(scores=task_model), sentiment_task(prompts=("One.",)))
+
+
+def test_paraphrase_baseline_spends_the_same_number_of_children():
+    res = run(cfg(algorithm="paraphrase"), ScriptedLLM(evolver), ScriptedLLM(scores=task_model), sentiment_task())
+    assert [g.children for g in res.generations[1:]] == [4] * 3 and res.best.dev == 0.5  # rewording never finds 'carefully'
+
+
+def test_patience_and_token_budget_stop_early():
+    never_better = ScriptedLLM(lambda req: "<prompt>Same old prompt.</prompt>")
+    res = run(cfg(generations=10, patience=2), never_better, ScriptedLLM(scores=task_model), sentiment_task())
+    assert res.stopped == "patience" and len(res.generations) == 3
+    res = run(cfg(generations=10, token_budget=1), ScriptedLLM(evolver), ScriptedLLM(scores=task_model), sentiment_task())
+    assert res.stopped == "token_budget" and len(res.generations) == 1 and res.tokens_task > 0
+
+
+def test_a_crashed_run_resumes_from_its_last_generation_with_cached_scores(tmp_path):
+    task, states = sentiment_task(), []
+    whole = run(cfg(), ScriptedLLM(evolver), ScriptedLLM(scores=task_model), task)
+
+    calls = {"n": 0}
+
+    def crashes_in_generation_2(req):
+        if "Prompt 1" in req.messages[-1]["content"]:
+            calls["n"] += 1
+            if calls["n"] > 6:
+                raise RuntimeError("power cut")
+        return evolver(req)
+
+    cache = Memo(tmp_path / "scores.db")
+    with pytest.raises(RuntimeError, match="power cut"):
+        run(cfg(), ScriptedLLM(crashes_in_generation_2), ScriptedLLM(scores=task_model), task, cache=cache,
+            checkpoint=lambda g, s: states.append((g, s)))
+    assert [g for g, _ in states] == [0, 1]
+    model = ScriptedLLM(scores=task_model)
+    resumed = run(cfg(), ScriptedLLM(evolver), model, task, cache=Memo(tmp_path / "scores.db"), resume=states[-1][1])
+    assert [n.prompt for n in resumed.nodes] == [n.prompt for n in whole.nodes]
+    assert [g.best for g in resumed.generations] == [g.best for g in whole.generations]
+    scored_before = {n.prompt for n in resumed.nodes if n.generation <= 1}
+    assert not any(r.prompt.split("\n\nText:")[0] in scored_before for r in model.requests[: len(task.dev)])
+    with pytest.raises(EvoError, match="another configuration"):
+        run(cfg(population=5), ScriptedLLM(evolver), model, task, resume=states[-1][1])
+
+
+def test_the_run_store_keeps_checkpoints_and_reopens_a_stopped_run(tmp_path):
+    store = RunStore(tmp_path / "c.db")
+    with pytest.raises(RuntimeError):
+        with store.run("evoprompt", {"x": 1}) as run_id:
+            store.save_checkpoint(run_id, 0, {"generation": 0})
+            store.save_checkpoint(run_id, 1, {"generation": 1})
+            raise RuntimeError("crash")
+    assert store.get_run(run_id).status == "failed"
+    assert store.checkpoint(run_id) == (1, {"generation": 1})
+    assert store.find_run(run_id[:8]).id == run_id
+    with store.run("evoprompt", {}, resume=run_id) as again:
+        assert again == run_id and store.get_run(run_id).status == "running"
+    assert store.get_run(run_id).status == "done"
+    with pytest.raises(ValueError, match="finished"):
+        store.reopen_run(run_id, "evoprompt")
+    with pytest.raises(KeyError):
+        store.find_run("zz")
+
+
+# --- tasks --------------------------------------------------------------------------------
+
+
+def test_tasks_load_from_csv_and_jsonl_with_clear_errors(tmp_path):
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("text,label\n" + "".join(f"review {i},{'good' if i % 3 else 'bad'}\n" for i in range(30)))
+    task = from_file(csv_file, verbalizer={"good": "positive", "bad": "negative"}, dev_size=9, test_size=6, seed=0)
+    assert len(task.dev) == 9 and len(task.test) == 6 and not {e.id for e in task.dev} & {e.id for e in task.test}
+    assert sum(e.label == "bad" for e in task.dev) == 3  # stratified: a third of the examples are 'bad'
+    assert "positive" in task.manual_prompts[0] or task.manual_prompts
+
+    jl = tmp_path / "t.jsonl"
+    jl.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\nnot json\n')
+    with pytest.raises(TaskError, match=r"t.jsonl:3: not JSON"):
+        from_file(jl, dev_size=1, test_size=0, seed=0)
+    jl.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    with pytest.raises(TaskError, match=r"labels \['y'\] have no verbalizer"):
+        from_file(jl, verbalizer={"x": "yes"}, dev_size=1, test_size=0, seed=0)
+    with pytest.raises(TaskError, match="no column"):
+        from_file(jl, text_field="body", dev_size=1, test_size=0, seed=0)
+    with pytest.raises(TaskError, match="has 2"):
+        from_file(jl, dev_size=2, test_size=1, seed=0)
+    with pytest.raises(TaskError, match="no such data file"):
+        from_file(tmp_path / "missing.csv", dev_size=1, test_size=0, seed=0)
+    with pytest.raises(TaskError, match="needs at least one starting prompt"):
+        from_file(jl, kind="generation", dev_size=1, test_size=0, seed=0)
+
+
+def test_split_is_deterministic_for_a_seed():
+    exs = [Example(str(i), str(i), "a" if i < 50 else "b") for i in range(100)]
+    assert split(exs, 10, 10, 3, stratify=True) == split(exs, 10, 10, 3, stratify=True)
+    assert split(exs, 10, 10, 3, stratify=True) != split(exs, 10, 10, 4, stratify=True)
+
+
+# --- the real model ------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_ga_end_to_end_on_smollm2(engine):
+    from agents.backends.local import LocalLLM
+    from agents.evoprompt import recipe
+
+    llm = LocalLLM(engine, backend="llamacpp", model="smollm2-135m-instruct")
+    task = recipe("rotten-tomatoes", dev_size=6, test_size=6, seed=0)
+    assert {e.label for e in task.dev} == {"fresh", "rotten"}
+    config = EvoConfig(population=3, generations=1, evolver_max_tokens=96, max_concurrency=1, seed=0)
+    res = run(config, llm, llm, task)
+    assert len(res.generations) == 2 and res.generations[1].children == 3
+    for n in res.nodes:
+        assert n.dev is not None and round(n.dev * 6) == pytest.approx(n.dev * 6)  # a share of 6 examples
+    assert res.best.test is not None and res.node(res.initial_best).test is not None
+    assert 0 <= res.parse_rate <= 1 and res.tokens_task > 0 and res.tokens_evolver > 0
+    # the fitness is the label word the model itself finds likelier
+    fit = Fitness(task, llm, config)
+    ex = task.dev[0]
+    scores = llm.score(__import__("prompts").render("evoprompt_classify", instruction=res.best.prompt, text=ex.text),
+                       [" positive", " negative"])
+    assert fit.predict(res.best.prompt, ex.text) == ("fresh" if scores[0].logprob > scores[1].logprob else "rotten")
+
+
+@pytest.mark.model
+def test_cli_runs_and_resumes_a_stopped_run(with_model, tmp_path):
+    import json
+
+    from tests.test_cli import conclave
+
+    env = {"CONCLAVE_DATA_DIR": str(with_model)}
+    r = conclave("evoprompt", "--task", "rotten-tomatoes", "-n", "2", "-g", "1", "--dev-size", "4", "--test-size", "4",
+                 "--out", str(tmp_path / "r.json"), "--plot", str(tmp_path / "fit.png"), env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "top 1" in r.stdout and "best initial" in r.stdout and (tmp_path / "fit.png").stat().st_size > 1000
+    done = json.loads((tmp_path / "r.json").read_text())
+    assert len(done["generations"]) == 2
+
+    # a run that stopped after generation 0 (as a crash leaves it), resumed by the CLI on the real model
+    config = EvoConfig(population=2, generations=2, seed=0, max_concurrency=4)
+    spec = {"task": "rotten-tomatoes", "kind": "classification", "verbalizer": None, "prompts": None, "text_field": "text",
+            "label_field": "label", "dev_size": 4, "test_size": 4, "split_seed": 0, "model": "smollm2-135m-instruct",
+            "backend": None, "evolver": "smollm2-135m-instruct", "evolver_backend": None}
+    store = RunStore(with_model / "conclave.db")
+    with pytest.raises(RuntimeError):
+        with store.run("evoprompt", {"evoprompt": config.model_dump(), "spec": spec}) as run_id:
+            def stop_after_generation_0(g, state):
+                store.save_checkpoint(run_id, g, state)
+                raise RuntimeError("killed")
+            run(config, ScriptedLLM(evolver), ScriptedLLM(scores=task_model), sentiment_task(), checkpoint=stop_after_generation_0)
+    first = store.checkpoint(run_id)[1]["nodes"]
+    r = conclave("evoprompt", "--resume", run_id[:8], "--out", str(tmp_path / "resumed.json"), env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    assert len(resumed["generations"]) == 3
+    assert [(n["prompt"], n["dev"]) for n in resumed["nodes"][: len(first)]] == [(n["prompt"], n["dev"]) for n in first]
+    assert store.get_run(run_id).status == "done"
+    again = conclave("evoprompt", "--resume", run_id[:8], env=env)
+    assert again.returncode == 1 and "nothing to resume" in again.stderr
+    assert "no run" in conclave("evoprompt", "--resume", "ffffffff", env=env).stderr
+    bad = conclave("evoprompt", "--task", str(tmp_path / "nope.csv"), env=env)
+    assert bad.returncode == 1 and "no such data file" in bad.stderr
