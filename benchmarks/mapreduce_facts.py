@@ -143,7 +143,9 @@ def main():
             rows.append((size, n_tokens, "truncation", truncation(llm, doc, facts, reduce_max, ctx)))
         with console.status(f"{size} tokens: map-reduce …"):
             rows.append((size, n_tokens, "map-reduce", mapreduce(llm, doc, facts, config)))
-        console.print(f"[dim]{size}: done[/]")
+        for _, _, method, r in rows[-2:]:  # a long run shows each row as it lands
+            console.print(f"{size:,} tokens {method}: reachable {r['reachable']}/{args.facts}, recall "
+                          f"{r['recall']}/{args.facts}, {r['calls']} calls, {r['wall']:.0f} s", highlight=False)
 
     table = Table(title=f"Planted-fact recall: {llm.model} ({llm.backend}), context {ctx}, {args.facts} facts, "
                         f"{args.text}, seed {args.seed}",
