@@ -194,6 +194,13 @@ class LLM(ABC):
     async def _ascore(self, prompt: str, continuations: list[str]) -> list[ContinuationScore]:
         return await asyncio.to_thread(self._score, prompt, continuations)
 
+    def _score_many(self, items: list[tuple[str, list[str]]]) -> list[list[ContinuationScore]]:
+        """Backends that can read several prompts at once override this."""
+        return [self._score(prompt, conts) for prompt, conts in items]
+
+    async def _ascore_many(self, items: list[tuple[str, list[str]]]) -> list[list[ContinuationScore]]:
+        return await asyncio.to_thread(self._score_many, items)
+
     async def _astream(self, req: Request) -> AsyncIterator[Chunk]:
         """Runs the sync stream in a worker thread, handing chunks to the event loop."""
         loop = asyncio.get_running_loop()
@@ -242,6 +249,15 @@ class LLM(ABC):
             call.usage = _score_usage(scores)
             return scores
 
+    def score_many(self, items, *, prompt_ref: str | None = None) -> list[list[ContinuationScore]]:
+        """``score`` for many (prompt, continuations) items in one call, which a backend may
+        batch (several KV slots in process, one request to an endpoint)."""
+        items, prompt_ref = self._many_args(items, prompt_ref)
+        with self._recorded("score", prompt_ref) as call:
+            results = self._score_many(items)
+            call.usage = _score_usage([s for r in results for s in r])
+            return results
+
     async def achat(self, messages, *, prompt_ref: str | None = None, **params) -> Completion:
         return await self._arun(self._request("chat", messages, prompt_ref, params))
 
@@ -262,6 +278,13 @@ class LLM(ABC):
             scores = await self._ascore(prompt, list(continuations))
             call.usage = _score_usage(scores)
             return scores
+
+    async def ascore_many(self, items, *, prompt_ref: str | None = None) -> list[list[ContinuationScore]]:
+        items, prompt_ref = self._many_args(items, prompt_ref)
+        with self._recorded("score", prompt_ref) as call:
+            results = await self._ascore_many(items)
+            call.usage = _score_usage([s for r in results for s in r])
+            return results
 
     # --- shared machinery ---------------------------------------------------------------
 
@@ -288,6 +311,18 @@ class LLM(ABC):
         if not continuations or not all(isinstance(c, str) and c for c in continuations):
             raise ValueError("score needs a non-empty list of non-empty continuation strings")
         return prompt, prompt_ref
+
+    def _many_args(self, items, prompt_ref):
+        out = []
+        for item in items:
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ValueError("score_many needs (prompt, continuations) pairs")
+            prompt, ref = self._score_args(item[0], item[1], prompt_ref)
+            prompt_ref = prompt_ref or ref
+            out.append((prompt, list(item[1])))
+        if not out:
+            raise ValueError("score_many needs at least one (prompt, continuations) pair")
+        return out, prompt_ref
 
     @contextmanager
     def _recorded(self, kind: str, prompt_ref: str | None) -> Iterator[_Call]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from local_models.errors import ConclaveError
 from local_models.generate import Chunk, Decoder, GenParams, TokenLogprob, check_fits, token_logprob
-from local_models.llamacpp import common_prefix
+from local_models.engine import common_prefix
 
 
 class Overloaded(ConclaveError):

@@ -39,3 +39,13 @@ class TokenEngine(Protocol):
 
     def append(self, tokens: list[int], *, all_logits: bool = False) -> np.ndarray:
         """Extend the sequence. Returns the last logits, or one row per token if ``all_logits``."""
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two sequences share: what a cache holding ``a`` can keep for ``b``."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -204,9 +204,14 @@ def score(engine: TokenEngine, prompt: str, continuations: list[str]) -> list[Co
         rows = [np.array(engine.prefill(ctx), copy=True)]
         if len(cont_tokens) > 1:
             rows.extend(engine.append(cont_tokens[:-1], all_logits=True))
-        lps, greedy = [], True
-        for row, tok in zip(rows, cont_tokens):
-            lps.append(float(row[tok]) - logsumexp(row))
-            greedy = greedy and int(row.argmax()) == tok
-        out.append(ContinuationScore(cont, float(sum(lps)), len(cont_tokens), tuple(lps), greedy, len(ctx)))
+        out.append(_scored(cont, ctx, cont_tokens, rows))
     return out
+
+
+def _scored(cont: str, ctx: list[int], cont_tokens: list[int], rows) -> ContinuationScore:
+    lps, greedy = [], True
+    for row, tok in zip(rows, cont_tokens):
+        lps.append(float(row[tok]) - logsumexp(row))
+        greedy = greedy and int(row.argmax()) == tok
+    return ContinuationScore(cont, float(sum(lps)), len(cont_tokens), tuple(lps), greedy, len(ctx))
+

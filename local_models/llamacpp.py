@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from local_models.engine import common_prefix
 from local_models.errors import ContextOverflow, WeightsCorrupt
 
 
@@ -220,15 +221,6 @@ class LlamaCppVocab(GGUFText):
             raise WeightsCorrupt(f"llama.cpp could not read the vocabulary of {path}: {e}") from e
         self.metadata = self._model.metadata() or {}
         self.name = name or Path(path).name
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def stock_llama(path: Path, **kwargs):

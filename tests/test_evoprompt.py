@@ -309,7 +309,7 @@ def test_ga_end_to_end_on_smollm2(engine):
     ex = task.dev[0]
     scores = llm.score(__import__("prompts").render("evoprompt_classify", instruction=res.best.prompt, text=ex.text),
                        [" positive", " negative"])
-    assert fit.predict(res.best.prompt, ex.text) == ("fresh" if scores[0].logprob > scores[1].logprob else "rotten")
+    assert fit.predict(res.best.prompt, [ex.text]) == ["fresh" if scores[0].logprob > scores[1].logprob else "rotten"]
 
 
 @pytest.mark.model

@@ -96,6 +96,21 @@ def test_scoring_prefers_the_right_answer_and_matches_generation(llm):
     assert s.logprob == pytest.approx(sum(t.logprob for t in greedy.logprobs), abs=0.02)
 
 
+def test_score_many_through_the_seam_is_one_logged_call(llm):
+    log = []
+    llm.sink = log.append
+    try:
+        out = llm.score_many([("The capital of France is", [" Paris", " London"]), ("Two plus two is", [" four"])])
+    finally:
+        llm.sink = None
+    assert [[s.continuation for s in r] for r in out] == [[" Paris", " London"], [" four"]]
+    assert len(log) == 1 and log[0].kind == "score" and log[0].prompt_tokens == sum(s.n_context + s.n_tokens for r in out for s in r)
+    with pytest.raises(ValueError, match="at least one"):
+        llm.score_many([])
+    with pytest.raises(ValueError, match="pairs"):
+        llm.score_many(["just a prompt"])
+
+
 def test_scoring_does_not_disturb_generation(llm):
     before = llm.complete(PROMPT, max_tokens=16, temperature=0).text
     llm.score("Some other context entirely", [" a", " b c d"])

@@ -622,6 +622,19 @@ def test_score(stub):
     assert ran.n_context == 2
 
 
+def test_score_many_is_one_request_for_every_prompt(stub):
+    def two_items(path, body):
+        reply = score_response(path, body)
+        sat = reply["choices"][1]["logprobs"]
+        reply["choices"] = [{"index": i, "text": t, "finish_reason": "length", "logprobs": sat} for i, t in enumerate(body["prompt"])]
+        return reply
+
+    stub.script(ok(respond=two_items))
+    out = stub.llm().score_many([(PROMPT, [" sat"]), (PROMPT, [" sat", " sat"])])
+    assert len(stub.requests) == 1 and stub.requests[0]["body"]["prompt"] == ["The cat sat"] * 3
+    assert [[s.logprob for s in r] for r in out] == [[-0.5], [-0.5, -0.5]]
+
+
 def test_score_echo_rejected_is_unsupported(stub):
     stub.script(default=status(400, "echo is not supported with this model", err_type="invalid_request_error"))
     with pytest.raises(UnsupportedFeature, match="echo is not supported"):

@@ -226,11 +226,16 @@ class OpenAILLM(LLM):
         yield final.finish()
 
     def _score(self, prompt: str, continuations: list[str]) -> list[ContinuationScore]:
+        return self._score_many([(prompt, continuations)])[0]
+
+    def _score_many(self, items: list[tuple[str, list[str]]]) -> list[list[ContinuationScore]]:
         """Legacy completions with ``echo`` and ``max_tokens=0`` return the prompt's own
-        token log-probs (OpenAI's older models, vLLM, our server)."""
+        token log-probs (OpenAI's older models, vLLM, our server): one request for every
+        prompt + continuation of every item, which a batching server reads together."""
+        texts = [prompt + c for prompt, conts in items for c in conts]
         try:
             resp = self._client.completions.create(
-                model=self.model, prompt=[prompt + c for c in continuations], echo=True, max_tokens=0, logprobs=1, temperature=0
+                model=self.model, prompt=texts, echo=True, max_tokens=0, logprobs=1, temperature=0
             )
         except openai.APIStatusError as e:
             if 400 <= e.status_code < 500 and e.status_code not in (401, 403, 429):
@@ -241,24 +246,25 @@ class OpenAILLM(LLM):
         except Exception as e:
             raise self._error(e) from None
         by_index = sorted(resp.choices, key=lambda c: c.index)
-        if len(by_index) != len(continuations):
+        if len(by_index) != len(texts):
             raise UnsupportedFeature(
-                f"{self.base_url} answered {len(by_index)} choices for {len(continuations)} prompts; it cannot score a batch"
+                f"{self.base_url} answered {len(by_index)} choices for {len(texts)} prompts; it cannot score a batch"
             )
-        out = []
-        for cont, choice in zip(continuations, by_index):
-            lp = choice.logprobs
-            if lp is None or not lp.text_offset:
-                raise UnsupportedFeature(f"{self.base_url} returned no prompt log-probs for echo; it cannot score")
-            lps, greedy, n_context = [], True, 0
-            for tok, off, val, top in zip(lp.tokens, lp.text_offset, lp.token_logprobs, lp.top_logprobs or [None] * len(lp.tokens)):
-                if off + len(tok) <= len(prompt) or val is None:
-                    n_context += 1  # prompt tokens (the first has no log-prob at all)
-                    continue
-                lps.append(val)
-                greedy = greedy and bool(top) and max(top, key=top.get) == tok
-            out.append(ContinuationScore(cont, float(sum(lps)), len(lps), tuple(lps), greedy, n_context))
-        return out
+        choices = iter(by_index)
+        return [[self._scored(prompt, cont, next(choices)) for cont in conts] for prompt, conts in items]
+
+    def _scored(self, prompt: str, cont: str, choice) -> ContinuationScore:
+        lp = choice.logprobs
+        if lp is None or not lp.text_offset:
+            raise UnsupportedFeature(f"{self.base_url} returned no prompt log-probs for echo; it cannot score")
+        lps, greedy, n_context = [], True, 0
+        for tok, off, val, top in zip(lp.tokens, lp.text_offset, lp.token_logprobs, lp.top_logprobs or [None] * len(lp.tokens)):
+            if off + len(tok) <= len(prompt) or val is None:
+                n_context += 1  # prompt tokens (the first has no log-prob at all)
+                continue
+            lps.append(val)
+            greedy = greedy and bool(top) and max(top, key=top.get) == tok
+        return ContinuationScore(cont, float(sum(lps)), len(lps), tuple(lps), greedy, n_context)
 
 
 class _StreamEnd:

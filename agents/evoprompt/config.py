@@ -25,4 +25,6 @@ class EvoConfig(BaseModel):
     evolver_max_tokens: int = Field(256, ge=16, le=4096)
     generation_max_tokens: int = Field(96, ge=1, le=4096, description="generation tasks: output budget per example")
     max_concurrency: int = Field(4, ge=1, le=256, description="model calls in flight at once")
+    score_batch: int = Field(
+        8, ge=1, le=256, description="classification: examples scored in one call (one request to an endpoint)")
     seed: int = 0

@@ -40,41 +40,60 @@ class Fitness:
     async def mean(self, instruction: str, examples: tuple[Example, ...]) -> float:
         if not examples:
             return 0.0
-        scores = await gather_all([self.one(instruction, ex) for ex in examples])
-        return sum(scores) / len(scores)
+        keys = [digest(self._model, instruction, ex.text, ex.label) for ex in examples]
+        mine: dict[str, Example] = {}  # neither cached nor already asked for by a concurrent call
+        for k, ex in zip(keys, examples):
+            if k not in mine and k not in self._inflight and self.cache.get(k) is None:
+                mine[k] = ex
+        loop = asyncio.get_running_loop()
+        for k in mine:
+            self._inflight[k] = loop.create_future()
+        todo = list(mine.items())
+        size = self.config.score_batch if self.task.kind == "classification" else 1
+        try:
+            await gather_all([self._batch(instruction, todo[i : i + size]) for i in range(0, len(todo), size)])
+        finally:
+            for k in mine:
+                f = self._inflight.pop(k)
+                if not f.done():
+                    f.cancel()
+        values = []
+        for k, ex in zip(keys, examples):
+            v = self.cache.get(k)
+            if v is None:  # asked for by a concurrent call: wait for it (or, if that call failed, ask again)
+                f = self._inflight.get(k)
+                v = await asyncio.shield(f) if f is not None else await self.mean(instruction, (ex,))
+            values.append(v)
+        return sum(values) / len(values)
 
-    async def one(self, instruction: str, ex: Example) -> float:
-        k = digest(self._model, instruction, ex.text, ex.label)
-        hit = self.cache.get(k)
-        if hit is not None:
-            return hit
-        if k in self._inflight:  # the same prompt on the same example, asked for twice at once
-            return await asyncio.shield(self._inflight[k])
-        self._inflight[k] = done = asyncio.get_running_loop().create_future()
+    async def _batch(self, instruction: str, batch: list[tuple[str, Example]]) -> None:
+        futures = [self._inflight[k] for k, _ in batch]
         try:
             async with self.slots:
-                value = await (self._classify(instruction, ex) if self.task.kind == "classification"
-                               else self._generate(instruction, ex))
-            self.cache.put(k, value)
-            done.set_result(value)
-            return value
-        except asyncio.CancelledError:
-            done.cancel()
-            raise
+                if self.task.kind == "classification":
+                    values = await self._classify(instruction, [ex for _, ex in batch])
+                else:
+                    values = [await self._generate(instruction, ex) for _, ex in batch]
+            for (k, _), f, v in zip(batch, futures, values):
+                self.cache.put(k, v)
+                f.set_result(v)
         except Exception as e:
-            done.set_exception(e)
-            done.exception()  # retrieved here, so that no one waiting is no warning
+            for f in futures:
+                if not f.done():
+                    f.set_exception(e)
+                    f.exception()  # retrieved here: a future nobody waits for is no warning
             raise
-        finally:
-            del self._inflight[k]
 
-    async def _classify(self, instruction: str, ex: Example) -> float:
-        rendered = prompts.render("evoprompt_classify", instruction=instruction, text=ex.text)
-        scores = await self.llm.ascore(rendered, self.words)
+    async def _classify(self, instruction: str, examples: list[Example]) -> list[float]:
+        items = [(prompts.render("evoprompt_classify", instruction=instruction, text=ex.text), self.words) for ex in examples]
+        results = await self.llm.ascore_many(items)
         self.calls += 1
-        self.tokens += max(s.n_context for s in scores) + sum(s.n_tokens for s in scores)
-        best = max(range(len(scores)), key=lambda i: scores[i].logprob)
-        return float(self.labels[best] == ex.label)
+        out = []
+        for ex, scores in zip(examples, results):
+            self.tokens += max(s.n_context for s in scores) + sum(s.n_tokens for s in scores)
+            best = max(range(len(scores)), key=lambda i: scores[i].logprob)
+            out.append(float(self.labels[best] == ex.label))
+        return out
 
     async def _generate(self, instruction: str, ex: Example) -> float:
         rendered = prompts.render("evoprompt_generate", instruction=instruction, text=ex.text)
@@ -84,7 +103,8 @@ class Fitness:
         self.tokens += out.usage.total_tokens
         return self._rouge.score(ex.label, out.text.strip())["rougeL"].fmeasure
 
-    def predict(self, instruction: str, text: str) -> str:
-        """The label the prompt gives one text (classification), for inspecting a prompt by hand."""
-        scores = self.llm.score(prompts.render("evoprompt_classify", instruction=instruction, text=text), self.words)
-        return self.labels[max(range(len(scores)), key=lambda i: scores[i].logprob)]
+    def predict(self, instruction: str, texts: list[str]) -> list[str]:
+        """The label the prompt gives each text (classification), in one ``score_many`` call:
+        for inspecting a prompt by hand, and for benchmarks."""
+        items = [(prompts.render("evoprompt_classify", instruction=instruction, text=t), self.words) for t in texts]
+        return [self.labels[max(range(len(sc)), key=lambda i: sc[i].logprob)] for sc in self.llm.score_many(items)]
