@@ -107,4 +107,4 @@ def test_data_list_shows_every_packaged_data_set_as_installed():
         assert "yes" in row
     bad = conclave("data", "pull", "nope")
     assert bad.returncode == 1 and "unknown corpus nope" in bad.stderr and "Traceback" not in bad.stderr
-    assert all(conclave(*cmd, "--help").returncode == 0 for cmd in (["data"], ["data", "pull"], ["flare"]))
+    assert all(conclave(*cmd, "--help").returncode == 0 for cmd in (["data"], ["data", "pull"], ["flare"], ["evoprompt"]))

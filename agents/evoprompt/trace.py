@@ -127,12 +127,15 @@ class EvoResult:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
         xs = [g.index for g in self.generations]
         ax.plot(xs, [g.best for g in self.generations], marker="o", label="best")
         ax.plot(xs, [g.mean for g in self.generations], marker=".", label="mean")
-        ax.fill_between(xs, [g.worst for g in self.generations], [g.best for g in self.generations], alpha=0.15)
+        ax.fill_between(xs, [g.worst for g in self.generations], [g.best for g in self.generations], alpha=0.15,
+                        label="worst to best")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("generation")
         ax.set_ylabel("dev score")
         ax.set_title(f"EvoPrompt {self.config['algorithm']} on {self.task['name']} ({self.task_model})", fontsize=9)
