@@ -48,8 +48,8 @@ async def arun(config: EvoConfig, evolver: LLM, task_llm: LLM, task: Task, *, ca
         raise EvoError("EvoPrompt needs at least one starting prompt")
     r = _Run(config, evolver, task_llm, task, cache, on_event, resume)
     if not r.nodes:
-        await r.initialise()
-        r.close_generation(0, children=r.children, failures=r.failures)  # the paraphrases asked for
+        children, failures = await r.initialise()  # the paraphrases asked for
+        r.close_generation(0, children, failures)
         r.check_stop()
         r.save(checkpoint)
     step = {"ga": r.ga, "de": r.de, "paraphrase": r.paraphrase}[config.algorithm]
@@ -78,7 +78,6 @@ class _Run:
         self.generations: list[Generation] = []
         self.tokens_evolver = self.tokens_task_before = 0
         self.wall_before = 0.0
-        self.children = self.failures = 0
         self.no_better = 0
         self.stopped: str | None = None
         self.notes: list[str] = []
@@ -102,7 +101,7 @@ class _Run:
             "config": self.c.model_dump(), "nodes": [vars(n) for n in self.nodes], "population": self.population,
             "generations": [vars(g) for g in self.generations], "rng": [version, list(internal), gauss],
             "tokens_evolver": self.tokens_evolver, "tokens_task": self.tokens_task_before + self.fitness.tokens,
-            "wall_s": self.wall, "children": self.children, "failures": self.failures, "no_better": self.no_better,
+            "wall_s": self.wall, "no_better": self.no_better,
             "stopped": self.stopped, "notes": self.notes,
         }
 
@@ -116,7 +115,7 @@ class _Run:
         self.rng.setstate((version, tuple(internal), gauss))
         self.tokens_evolver, self.tokens_task_before = s["tokens_evolver"], s["tokens_task"]
         self.wall_before = s["wall_s"]
-        self.children, self.failures, self.no_better = s["children"], s["failures"], s["no_better"]
+        self.no_better = s["no_better"]
         self.stopped, self.notes = s["stopped"], list(s["notes"])
 
     def save(self, checkpoint: Checkpoint | None) -> None:
@@ -162,12 +161,13 @@ class _Run:
 
     # --- generation 0 ---------------------------------------------------------------------
 
-    async def initialise(self) -> None:
-        """The manual prompts, then paraphrases of them until the population is full."""
+    async def initialise(self) -> tuple[int, int]:
+        """The manual prompts, then paraphrases of them until the population is full;
+        (paraphrases asked for, paraphrases that did not parse)."""
         for p in dict.fromkeys(" ".join(p.split()) for p in self.task.manual_prompts if p.strip()):
             self.add(p, "manual", [], 0)
         manual = list(range(len(self.nodes)))
-        tries = 0
+        tries = failures = 0
         while len(self.nodes) < self.c.population and tries < 3 * self.c.population:
             wanted = self.c.population - len(self.nodes)
             picks = [self.rng.choice(manual) for _ in range(wanted)]
@@ -175,9 +175,8 @@ class _Run:
             replies = await self.evolve("evoprompt_paraphrase", [{"prompt": self.nodes[i].prompt} for i in picks])
             have = {n.prompt for n in self.nodes}
             for i, child in zip(picks, replies):
-                self.children += 1
                 if child.prompt is None:
-                    self.failures += 1
+                    failures += 1
                 elif child.prompt not in have and len(self.nodes) < self.c.population:
                     have.add(child.prompt)
                     self.add(child.prompt, "paraphrase", [i], 0)
@@ -189,6 +188,7 @@ class _Run:
                               f"the evolver's paraphrases did not parse or repeated others")
         await self.score(self.nodes)
         self.population = self.ranked(list(range(len(self.nodes))))[: self.c.population]  # more manual prompts than room
+        return tries, failures
 
     # --- one generation of each algorithm ---------------------------------------------------
 
@@ -233,9 +233,7 @@ class _Run:
         return len(children), sum(c.parse_failed for c in children)
 
     def _child(self, reply: Offspring, op: str, parents: list[int], g: int) -> Node:
-        self.children += 1
-        if reply.prompt is None:  # counted, and the child is its first parent again
-            self.failures += 1
+        if reply.prompt is None:  # counted by the generation, and the child is its first parent again
             return self.add(self.nodes[parents[0]].prompt, op, parents, g, parse_failed=True)
         return self.add(reply.prompt, op, parents, g)
 
@@ -272,6 +270,7 @@ class _Run:
             task_model=f"{self.fitness.llm.backend}:{self.fitness.llm.model}", nodes=self.nodes,
             population=self.population, generations=self.generations, top=top, initial_best=initial,
             stopped=self.stopped or "generations", tokens_evolver=self.tokens_evolver,
-            tokens_task=self.tokens_task_before + self.fitness.tokens, wall_s=self.wall, children=self.children,
-            parse_failures=self.failures, notes=self.notes,
+            tokens_task=self.tokens_task_before + self.fitness.tokens, wall_s=self.wall,
+            children=sum(g.children for g in self.generations), parse_failures=sum(g.parse_failures for g in self.generations),
+            notes=self.notes,
         )

@@ -25,7 +25,6 @@ class Fitness:
         self.cache = cache if cache is not None else Memo()
         self.slots = slots or asyncio.Semaphore(config.max_concurrency)
         self.tokens = 0  # spent by the task model in this process (cache hits cost nothing)
-        self.calls = 0
         self._inflight: dict[str, asyncio.Future] = {}
         if task.kind == "classification":
             self.labels = sorted(task.verbalizer)
@@ -87,7 +86,6 @@ class Fitness:
     async def _classify(self, instruction: str, examples: list[Example]) -> list[float]:
         items = [(prompts.render("evoprompt_classify", instruction=instruction, text=ex.text), self.words) for ex in examples]
         results = await self.llm.ascore_many(items)
-        self.calls += 1
         out = []
         for ex, scores in zip(examples, results):
             self.tokens += max(s.n_context for s in scores) + sum(s.n_tokens for s in scores)
@@ -99,7 +97,6 @@ class Fitness:
         rendered = prompts.render("evoprompt_generate", instruction=instruction, text=ex.text)
         out = await self.llm.acomplete(rendered, max_tokens=self.config.generation_max_tokens, temperature=0.0, seed=0,
                                        stop=("\n\n",))
-        self.calls += 1
         self.tokens += out.usage.total_tokens
         return self._rouge.score(ex.label, out.text.strip())["rougeL"].fmeasure
 
