@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from agents.evoprompt import EvoConfig, EvoError, EvoResult, Example, Fitness, Task, TaskError, from_file, run
-from agents.evoprompt.operators import parse_prompt, select_parents
+import prompts
+from agents.evoprompt.operators import Scaffold, de_values, parse_prompt, select_parents
 from agents.evoprompt.tasks import split
 from agents.memo import Memo
 from app.store import RunStore
@@ -66,6 +67,28 @@ def cfg(**kw) -> EvoConfig:
 ])
 def test_parse_prompt(reply, expected):
     assert parse_prompt(reply) == expected
+
+
+DE_V1 = Scaffold.of(prompts.render("evoprompt_de_v1", **de_values("v1", "Rate it.", "Grade it.", "Judge it.", "Is it good?")).messages)
+
+
+@pytest.mark.parametrize("reply, expected", [
+    # the worked example's own answer (or one of its prompts) copied is no child
+    ("4. <prompt>Work out whether the reviewer enjoyed the movie: is the review positive or negative?</prompt>", None),
+    ("<prompt>Is this review positive or negative?</prompt>", None),
+    # ...but what it borrows, reworked, is a child
+    ("<prompt>Work out whether the critic liked it: good or bad?</prompt>", "Work out whether the critic liked it: good or bad?"),
+    # a child that runs on into the template's next step, or a field of it, is cut there
+    ("<prompt>Rate the review. 4. Cross over the prompt from step 3 with the fo</prompt>", "Rate the review."),
+    ("2. <prompt>Grade the review; answer with one word. 5. Cross over the prompt from step 4", "Grade the review; answer with one word."),
+    ("<prompt>Rate the review. Basic Prompt: Is it good?</prompt>", "Rate the review."),
+    ("<prompt>New prompt: Say if it is good.</prompt>", "Say if it is good."),
+    # a broken closing tag, or only the instructions' "<prompt> and </prompt>", is nothing
+    ("between <prompt> and </prompt.", None),
+    ("4. <prompt>Judge the review.</prompt.", "Judge the review."),
+])
+def test_the_templates_own_words_are_cut_from_a_child(reply, expected):
+    assert parse_prompt(reply, scaffold=DE_V1) == expected
 
 
 def test_a_paraphrase_may_come_without_tags():
@@ -182,6 +205,18 @@ def test_unparsable_children_fall_back_to_a_parent_and_are_counted():
     assert all(n.prompt == res.node(n.parents[0]).prompt for n in ga_children)
     assert res.parse_failures == 8 and res.parse_rate == pytest.approx(1 - 8 / res.children)
     assert res.best.dev == 0.5 and len({res.node(i).prompt for i in res.population}) == len(res.population)
+
+
+def test_a_child_that_copies_the_worked_example_counts_as_unparsed():
+    def parrot(req):
+        if "variation" in req.messages[-1]["content"]:
+            return evolver(req)
+        return req.messages[1]["content"]  # the worked example's answer, word for word
+
+    res = run(cfg(algorithm="de", generations=1), ScriptedLLM(parrot), ScriptedLLM(scores=task_model), sentiment_task())
+    de_children = [n for n in res.nodes if n.op == "de"]
+    assert len(de_children) == 4 and all(n.parse_failed for n in de_children) and res.parse_failures == 4
+    assert not any("reviewer enjoyed the movie" in n.prompt for n in res.nodes)
 
 
 def test_population_starts_with_what_parses_and_a_single_prompt_is_refused():

@@ -14,38 +14,96 @@ _TAGGED = re.compile(r"<prompt>(.*?)</prompt>", re.DOTALL | re.IGNORECASE)
 _WORD = re.compile(r"\w")
 
 
-def parse_prompt(text: str, *, untagged: bool = False) -> str | None:
+def parse_prompt(text: str, *, untagged: bool = False, scaffold: Scaffold | None = None) -> str | None:
     """The last ``<prompt>…</prompt>`` that holds words (the last, because a model may first
     repeat the instructions' own "<prompt> and </prompt>"); else, from a model that opened
     the tag and never closed it, the rest of that line; else, with ``untagged``, the first
-    line of the reply. None when there is nothing."""
-    for body in reversed(_TAGGED.findall(text)):
-        body = " ".join(body.split())
-        if _WORD.search(body) and body.lower() != "and":
-            return body
+    line of the reply. With a ``scaffold``, what the template itself says is cut away (see
+    ``Scaffold``). None when there is nothing left."""
+    found = [" ".join(body.split()) for body in reversed(_TAGGED.findall(text))]
     tail = re.split(r"</prompt>", text, flags=re.IGNORECASE)[-1]
     at = tail.lower().rfind("<prompt>")
     if at >= 0:
-        return _line(tail[at + len("<prompt>"):])
-    return _line(text) if untagged else None
+        found.append(_line(tail[at + len("<prompt>"):]))
+    elif untagged:
+        found.append(_line(text))
+    for body in found:
+        body = _bare(body) if scaffold is None else scaffold.clean(body)
+        if body:
+            return body
+    return None
 
 
-def _line(text: str) -> str | None:
-    line = " ".join(text.strip().split("\n")[0].split())
-    return line if _WORD.search(line) else None
+def _line(text: str) -> str:
+    return " ".join(text.strip().split("\n")[0].split())
+
+
+def _bare(body: str) -> str | None:
+    """None for a body with no words, or only the instructions' "<prompt> and </prompt>"."""
+    body = re.split(r"</?prompt\b", body, flags=re.IGNORECASE)[0].strip(" \"'/")  # a stray, broken tag ends it
+    return body if _WORD.search(body) and body.lower() != "and" else None
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    """What a template says itself, which a weak evolver copies into its child: the openings
+    of its numbered steps ("4. Cross over the …"), its field labels ("Basic Prompt:") and
+    its worked example's prompts. A child is cut at the first step or label it runs on
+    into, loses a label it opens with, and is no child at all if it is only a copy of the
+    worked example."""
+
+    steps: re.Pattern | None
+    labels: re.Pattern | None
+    examples: frozenset[str]
+
+    @classmethod
+    def of(cls, messages: list[dict]) -> Scaffold:
+        """From a rendered template. Only the turns before the real request are read: they
+        are the scaffold alone, where the request also holds the prompts being evolved."""
+        steps, labels, examples = set(), set(), set()
+        final = _norm(messages[-1]["content"])
+        for m in messages[:-1]:
+            for line in m["content"].splitlines():
+                if step := re.match(r"\d+\.\s+((?:[A-Za-z]+\s+){1,2}[A-Za-z]+)", line):
+                    steps.add(re.escape(step.group(1)))
+                if label := re.match(r"(?:\d+\.\s+)?([A-Z][A-Za-z]*(?: [A-Za-z]+)?(?: \d)?):\s", line):
+                    labels.add(re.escape(label.group(1)))
+            for body in _TAGGED.findall(m["content"]) + re.findall(r"^(?:Basic Prompt|Prompt \d+):\s*(.+)$", m["content"], re.M):
+                if _norm(body) and _norm(body) not in final:  # the real request holding it makes it no copy
+                    examples.add(_norm(body))
+        alt = lambda parts: "|".join(sorted(parts, key=len, reverse=True))  # noqa: E731
+        return cls(re.compile(rf"\s\d+\.\s+(?:{alt(steps)})\b", re.IGNORECASE) if steps else None,
+                   re.compile(rf"(?:{alt(labels)}):", re.IGNORECASE) if labels else None,
+                   frozenset(examples))
+
+    def clean(self, body: str) -> str | None:
+        if self.labels is not None:
+            body = self.labels.sub("", body, count=1) if self.labels.match(body) else body
+            if cut := self.labels.search(body):
+                body = body[: cut.start()]
+        if self.steps is not None and (cut := self.steps.search(body)):
+            body = body[: cut.start()]
+        body = _bare(body)
+        return None if body is None or _norm(body) in self.examples else body
 
 
 @dataclass
 class Offspring:
-    prompt: str | None  # None: the reply held no parsable prompt
+    prompt: str | None  # None: the reply held no usable prompt (none at all, or a copy of the worked example)
     reply: str
     tokens: int
 
 
 async def ask(llm: LLM, pid: str, *, temperature: float, max_tokens: int, seed: int, **values) -> Offspring:
-    out = await llm.achat(prompts.render(pid, **values), temperature=temperature, max_tokens=max_tokens, seed=seed)
+    rendered = prompts.render(pid, **values)
+    out = await llm.achat(rendered, temperature=temperature, max_tokens=max_tokens, seed=seed)
     # a paraphrase is the whole reply (APE's format); GA and DE write steps before the prompt
-    return Offspring(parse_prompt(out.text, untagged=pid == "evoprompt_paraphrase"), out.text, out.usage.total_tokens)
+    child = parse_prompt(out.text, untagged=pid == "evoprompt_paraphrase", scaffold=Scaffold.of(rendered.messages))
+    return Offspring(child, out.text, out.usage.total_tokens)
 
 
 def de_template(variant: str) -> str:

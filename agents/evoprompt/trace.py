@@ -23,7 +23,7 @@ class Node:
     generation: int
     dev: float | None = None
     test: float | None = None
-    parse_failed: bool = False  # the evolver's reply had no prompt; this is a copy of its parent
+    parse_failed: bool = False  # the reply held no usable prompt (none, or the worked example copied); a copy of its parent
 
 
 @dataclass
