@@ -200,6 +200,31 @@ def serve(
     uvicorn.run(create_app(served), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 
+# --- ui ---------------------------------------------------------------------------------
+
+
+@app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (the UI has no login: keep it on loopback)"),
+    port: int = typer.Option(8501, "--port"),
+    open_browser: bool = typer.Option(False, "--open", help="open it in the default browser"),
+):
+    """The web UI (Streamlit): every workflow with its form, live progress, results and history;
+    runs, models and monitoring."""
+    import subprocess
+
+    _settings()  # bad settings fail here, with the clear error, not inside the page
+    entry = Path(__file__).parent / "ui" / "Home.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", host, "--server.port", str(port),
+           "--server.headless", str(not open_browser).lower(), "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--theme.base", "light"]
+    err.print(f"Conclave UI on http://{host}:{port} (Ctrl-C stops it)")
+    try:
+        raise typer.Exit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
 # --- index ------------------------------------------------------------------------------
 
 
@@ -442,7 +467,7 @@ def evoprompt(
 ):
     """Evolve prompts with EvoPrompt (GA or DE); prints the top prompts with dev and test scores."""
     from agents.evoprompt import EvoConfig
-    from app.evoprompt import run_evoprompt
+    from app.evoprompt import make_spec, parse_verbalizer, run_evoprompt
 
     s = _settings()
     config = spec = None
@@ -452,16 +477,9 @@ def evoprompt(
         config = EvoConfig(algorithm=algorithm, population=population, generations=generations, selection=selection,
                            de_variant=de_variant, patience=patience, token_budget=budget, max_concurrency=concurrency,
                            seed=seed)
-        words = None
-        if verbalizer:
-            pairs = [p.split("=", 1) for p in verbalizer.split(",") if p.strip()]
-            if not all(len(p) == 2 for p in pairs):
-                raise typer.BadParameter(f"--verbalizer wants label=word pairs, got {verbalizer!r}")
-            words = {k.strip(): v.strip() for k, v in pairs}
-        spec = {"task": task, "kind": kind, "verbalizer": words, "prompts": prompt or None, "text_field": text_field,
-                "label_field": label_field, "dev_size": dev_size, "test_size": test_size, "split_seed": split_seed,
-                "model": model or s.model, "backend": backend, "evolver": evolver or model or s.model,
-                "evolver_backend": evolver_backend if evolver else (evolver_backend or backend)}
+        spec = make_spec(s, task, model=model, backend=backend, evolver=evolver, evolver_backend=evolver_backend,
+                         kind=kind, verbalizer=parse_verbalizer(verbalizer), prompts=prompt, text_field=text_field,
+                         label_field=label_field, dev_size=dev_size, test_size=test_size, split_seed=split_seed)
     run_evoprompt(s, _store(s), config, spec, resume=resume, out_file=out_file, plot=plot, console=out, status=err)
 
 

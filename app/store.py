@@ -258,12 +258,10 @@ class RunStore:
                 ),
             )
 
-    def calls(self, limit: int = 50, run_id: str | None = None) -> list[dict]:
-        if run_id:
-            rows = self._conn().execute("SELECT * FROM calls WHERE run_id = ? ORDER BY id DESC LIMIT ?", (run_id, limit))
-        else:
-            rows = self._conn().execute("SELECT * FROM calls ORDER BY id DESC LIMIT ?", (limit,))
-        return [dict(r) for r in rows]
+    def calls(self, limit: int = 50, run_id: str | None = None, since: float | None = None) -> list[dict]:
+        """The newest calls first; of one run, or since a time, if given."""
+        sql, args = _filtered("calls", run_id, since)
+        return [dict(r) for r in self._conn().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))]
 
     # --- the retrieval log ------------------------------------------------------------
 
@@ -289,15 +287,9 @@ class RunStore:
             )
 
     def retrievals(self, limit: int = 50, run_id: str | None = None, since: float | None = None) -> list[dict]:
-        where, args = [], []
-        if run_id:
-            where.append("run_id = ?")
-            args.append(run_id)
-        if since is not None:
-            where.append("started_at >= ?")
-            args.append(since)
-        sql = "SELECT * FROM retrievals" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
-        rows = [dict(r) for r in self._conn().execute(sql, (*args, limit))]
+        """The newest searches first; of one run, or since a time, if given."""
+        sql, args = _filtered("retrievals", run_id, since)
+        rows = [dict(r) for r in self._conn().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))]
         for r in rows:
             r["scores"], r["similarities"] = json.loads(r["scores"]), json.loads(r["similarities"])
         return rows
@@ -307,6 +299,17 @@ class RunStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _filtered(table: str, run_id: str | None, since: float | None) -> tuple[str, list]:
+    where, args = [], []
+    if run_id:
+        where.append("run_id = ?")
+        args.append(run_id)
+    if since is not None:
+        where.append("started_at >= ?")
+        args.append(since)
+    return f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else ""), args
 
 
 def _run(row: sqlite3.Row) -> Run:

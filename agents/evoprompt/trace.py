@@ -123,6 +123,16 @@ class EvoResult:
 
     def plot(self, path: Path) -> Path:
         """Fitness per generation (best, mean and worst dev score), as a PNG."""
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        path = Path(path)
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+
+    def figure(self):
+        """The fitness plot as a matplotlib figure (the caller closes it)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -142,10 +152,7 @@ class EvoResult:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path)
-        plt.close(fig)
-        return path
+        return fig
 
 
 def _f(x: float | None) -> str:

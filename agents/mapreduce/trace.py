@@ -71,6 +71,11 @@ class MapReduceResult:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> MapReduceResult:
+        return cls(**{**d, "parts": [Part(**p) for p in d["parts"]], "maps": [MapAnswer(**m) for m in d["maps"]],
+                      "rounds": [[Merge(**g) for g in r] for r in d["rounds"]]})
+
     def sources(self, item: str = "answer") -> list[Part]:
         """The parts an item (default: the answer) came from."""
         by_id = {p.id: p for p in self.parts}

@@ -1,0 +1,47 @@
+"""Home: what Conclave is, the model in use, and the latest runs of every workflow."""
+
+import time
+
+import streamlit as st
+
+from app.ui.common import page, registry, settings, store, took, when
+from local_models import catalog
+
+s = settings()
+page("Conclave")
+st.title("Conclave")
+st.markdown("A workbench for multi-agent LLM workflows on any model: a GGUF model on this CPU, our own engines, or "
+            "any OpenAI-compatible endpoint. Pick a workflow on the left; every run and every model call it makes "
+            "is kept in the run store, to reopen, compare and monitor.")
+
+installed = [m.name for m in catalog.CATALOG.values() if catalog.is_installed(m, s.data_dir)]
+runs = store().list_runs(limit=500)
+day = store().calls(limit=100_000, since=time.time() - 86_400)
+cols = st.columns(4)
+cols[0].metric("model in use", s.model)
+cols[1].metric("models installed", len(installed))
+cols[2].metric("runs", len(runs), f"{sum(r.status == 'running' for r in runs)} running", delta_color="off")
+cols[3].metric("model calls, last 24 h", len(day), f"{sum(bool(c['error']) for c in day)} failed", delta_color="off")
+if not installed:
+    st.warning(f"No model is installed yet: run `conclave models pull {catalog.DEFAULT_MODEL}`, or use the Models page.")
+
+st.subheader("Workflows")
+left, right = st.columns(2)
+with left:
+    st.page_link("pages/1_EvoPrompt.py", label="EvoPrompt: evolve a task's prompts (GA, DE)", icon=":material/genetics:")
+with right:
+    st.page_link("pages/2_Map-reduce.py", label="Map-reduce: summarize, ask or extract over long documents",
+                 icon=":material/account_tree:")
+
+if active := registry().active():
+    st.subheader("Running now")
+    for bg in active:
+        st.write(f"{bg.label}, for {time.time() - bg.started:.0f} s")
+
+st.subheader("Latest runs")
+if runs:
+    st.dataframe([{"run": r.id[:8], "workflow": r.workflow, "status": r.status, "started": when(r.created_at),
+                   "took": took(r), "error": r.error or ""} for r in runs[:20]], hide_index=True, width="stretch")
+else:
+    st.info("No runs yet.")
+st.caption(f"Data: {s.data_dir}")

@@ -1,0 +1,195 @@
+"""The web UI in a real browser: `conclave ui` serves it, Debian's headless Chromium (driven by
+Playwright) opens every page and runs two workflows on the real SmolLM2, and the results
+must render. Screenshots go to artifacts/ui/ (CI keeps them)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.timeout(600)  # a page, a model load and a workflow run on two cores
+
+from local_models import catalog
+
+SHOTS = Path(os.environ.get("CONCLAVE_UI_SHOTS", Path(__file__).resolve().parents[1] / "artifacts" / "ui"))
+PAGES = {"": "Conclave", "EvoPrompt": "EvoPrompt", "Map-reduce": "Map-reduce", "Runs": "Runs",
+         "Monitoring": "Monitoring", "Models": "Models"}  # url path: heading
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:  # a missing browser is a broken setup, not a reason to skip: .ci/run installs it
+        pytest.fail("no chromium on PATH: apt-get install chromium (Debian's package; .ci/run installs it)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ui(model_dir, tmp_path_factory):
+    """`conclave ui` on a free port, over a fresh data dir that holds the session's pulled models."""
+    data = tmp_path_factory.mktemp("ui-data")
+    (data / "models").symlink_to(catalog.models_dir(model_dir), target_is_directory=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONCLAVE_") and k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
+    env.update(CONCLAVE_DATA_DIR=str(data), XDG_CONFIG_HOME=str(data / "config"), CONCLAVE_N_CTX="2048")
+    log = open(data / "ui.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ui", "--port", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"conclave ui did not come up:\n{(data / 'ui.log').read_text()}")
+            time.sleep(0.5)
+        yield url, data, env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    yield page
+    shot(page, f"{request.node.name}-end")  # how the test left it: the first thing to look at when one fails
+    page.close()
+
+
+def open_page(page, url: str, path: str):
+    page.goto(f"{url}/{path}")
+    page.get_by_role("heading", name=PAGES[path], exact=True).first.wait_for(timeout=60_000)
+    page.wait_for_load_state("networkidle")
+
+
+def no_exception(page) -> None:
+    errors = page.locator('[data-testid="stException"]').all_inner_texts()
+    assert not errors, errors
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
+
+
+def test_every_page_opens_without_an_error(ui, page):
+    url, _, _ = ui
+    for path in PAGES:
+        open_page(page, url, path)
+        no_exception(page)
+        shot(page, path or "home")
+    # the navigation names every workflow
+    for name in ("Home", "EvoPrompt", "Map-reduce", "Runs", "Monitoring", "Models"):
+        assert page.get_by_test_id("stSidebarNav").get_by_text(name, exact=True).is_visible()
+
+
+def test_evoprompt_runs_in_the_background_and_its_result_renders(ui, page):
+    url, data, _ = ui
+    open_page(page, url, "EvoPrompt")
+    for label, value in (("Population", "2"), ("Generations", "1"), ("Dev examples", "6"), ("Test examples", "4")):
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_role("button", name="Evolve").click()
+    # live progress while it runs, and the page stays usable meanwhile
+    page.get_by_text("running for").first.wait_for(timeout=60_000)
+    page.get_by_text("best dev", exact=True).first.wait_for(timeout=240_000)
+    no_exception(page)
+    page.locator('[data-testid="stImage"] img').first.wait_for(timeout=30_000)  # the fitness plot
+    page.locator('[data-testid="stDataFrame"]').nth(1).wait_for(timeout=30_000)  # the run history, then the prompts
+    shot(page, "evoprompt-result")
+    from app.store import RunStore
+
+    [run] = RunStore(data / "conclave.db").list_runs("evoprompt")
+    assert run.status == "done" and run.result["population"]
+
+
+def test_mapreduce_runs_on_an_uploaded_document(ui, page, tmp_path):
+    url, data, _ = ui
+    doc = tmp_path / "notes.txt"
+    doc.write_text("\n\n".join(f"Section {i}. The lighthouse keeper logged {i * 7} ships on day {i}; the weather was "
+                               f"{'calm' if i % 2 else 'stormy'} and the lamp burned {i + 3} litres of oil."
+                               for i in range(1, 41)), encoding="utf-8")
+    open_page(page, url, "Map-reduce")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(doc))
+    page.get_by_text("notes.txt").first.wait_for(timeout=30_000)
+    sample = page.get_by_role("checkbox", name="Use Hamlet")
+    page.get_by_text("Use Hamlet").click()  # the box itself is drawn over by its label
+    assert not sample.is_checked()
+    page.get_by_label("Tokens per part (0: what fits the context)").fill("300")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("running for").first.wait_for(timeout=60_000)
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=240_000)  # answer tokens per part
+    no_exception(page)
+    page.locator('[data-testid="stDataFrame"]').nth(1).wait_for(timeout=30_000)  # the run history, then the map answers
+    shot(page, "mapreduce-result")
+    from app.store import RunStore
+
+    [run] = RunStore(data / "conclave.db").list_runs("mapreduce")
+    assert run.status == "done" and len(run.result["parts"]) >= 2
+
+
+def test_runs_and_monitoring_show_the_logged_calls(ui, page):
+    url, _, env = ui
+    # a run with logged calls, whatever ran before: the CLI's, which the UI must show as its own
+    cli = subprocess.run([sys.executable, "-m", "app.cli", "evoprompt", "--task", "rotten-tomatoes", "-n", "2", "-g", "0",
+                          "--dev-size", "4", "--test-size", "2"], env=env, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    open_page(page, url, "Runs")
+    no_exception(page)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Model calls").click()
+    page.get_by_text("calls,", exact=False).first.wait_for()
+    shot(page, "runs")
+    open_page(page, url, "Monitoring")
+    no_exception(page)
+    page.locator('[data-testid="stVegaLiteChart"]').nth(3).wait_for(timeout=30_000)  # calls, latency, tokens, errors
+    shot(page, "monitoring")
+
+
+def test_background_runs_report_events_results_and_errors():
+    from app.ui.background import Registry
+
+    runs = Registry()
+    gate = threading.Event()
+
+    def work(on_event):
+        on_event({"kind": "run", "run_id": "r1"})
+        gate.wait(10)
+        on_event({"kind": "generation", "generation": 1})
+        return "r1", {"best": 1.0}
+
+    bg = runs.start("evoprompt", "a run", work)
+    deadline = time.time() + 10
+    while bg.run_id is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert bg.run_id == "r1" and not bg.done and runs.active() == [bg]  # visible while it works
+    gate.set()
+    bad = runs.start("evoprompt", "a bad run", lambda on_event: 1 / 0)
+    while not (bg.done and bad.done) and time.time() < deadline:
+        time.sleep(0.01)
+    assert bg.result == {"best": 1.0} and bg.error is None and bg.last("generation")["generation"] == 1
+    assert bad.error == "ZeroDivisionError: division by zero" and bad.last("error")["trace"]
+    assert runs.of("evoprompt") == [bad, bg] and runs.of("mapreduce") == [] and runs.active() == []
