@@ -30,6 +30,8 @@ data_app = typer.Typer(help="Packaged data sets (corpora, question sets): list a
 app.add_typer(data_app, name="data")
 mapreduce_app = typer.Typer(help="Map-reduce over documents longer than the model's context.", no_args_is_help=True)
 app.add_typer(mapreduce_app, name="mapreduce")
+runs_app = typer.Typer(help="Past runs of every workflow: list, show and export them.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 
 out = Console()
 err = Console(stderr=True)
@@ -428,6 +430,71 @@ def mapreduce_extract(files: list[Path] = FilesArg, schema: Path = typer.Option(
         raise ValueError(f"cannot read the JSON schema {schema}: {e}") from None
     _mapreduce(files, model, backend, use_ray, no_cache, out_file, task="extract", json_schema=json_schema,
                max_concurrency=max_concurrency, chunk_tokens=chunk_tokens, max_rounds=max_rounds)
+
+
+# --- runs -------------------------------------------------------------------------------
+
+
+@runs_app.command("list")
+def runs_list(
+    workflow: Optional[str] = typer.Option(None, "--workflow", "-w", help="evoprompt | mapreduce | flare | demo"),
+    status: Optional[str] = typer.Option(None, "--status", help="running | done | failed"),
+    limit: int = typer.Option(20, "--limit", "-n", help="how many, newest first"),
+):
+    """Past runs, newest first."""
+    s = _settings()
+    runs = _store(s).list_runs(workflow, limit=limit, status=status)
+    table = Table(title=f"runs ({s.db_path})")
+    for col in ("run", "workflow", "status", "started", "took", "error"):
+        table.add_column(col, no_wrap=col != "error")
+    for r in runs:
+        end = r.finished_at or r.updated_at
+        colour = {"done": "green", "failed": "red"}.get(r.status, "yellow")
+        table.add_row(r.id[:8], r.workflow, f"[{colour}]{r.status}[/]", datetime.fromtimestamp(r.created_at).strftime("%m-%d %H:%M:%S"),
+                      f"{end - r.created_at:.0f} s", escape((r.error or "")[:80]))
+    out.print(table)
+
+
+def _find_run(prefix: str):
+    s = _settings()
+    store = _store(s)
+    try:
+        return store, store.find_run(prefix)
+    except KeyError as e:
+        raise ValueError(str(e).strip("'\"")) from None
+
+
+@runs_app.command("show")
+def runs_show(run: str = typer.Argument(..., help="a run id, or its first 8 characters")):
+    """A run's configuration and its report (or its error)."""
+    from app.runs import report
+
+    store, r = _find_run(run)
+    err.print(f"[bold]{r.workflow}[/] run {r.id} · {r.status} · started "
+              f"{datetime.fromtimestamp(r.created_at):%Y-%m-%d %H:%M:%S}", highlight=False)
+    err.print_json(data=r.config)
+    out.print(Markdown(report(r)))
+
+
+@runs_app.command("export")
+def runs_export(
+    run: str = typer.Argument(..., help="a run id, or its first 8 characters"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write here instead of printing"),
+):
+    """A run as JSON: its configuration, result or error, checkpoint step, and every model call it made."""
+    import json
+
+    store, r = _find_run(run)
+    saved = store.checkpoint(r.id)
+    doc = {"id": r.id, "workflow": r.workflow, "status": r.status, "created_at": r.created_at,
+           "finished_at": r.finished_at, "config": r.config, "result": r.result, "error": r.error,
+           "checkpoint_step": saved[0] if saved else None, "calls": store.calls(limit=1_000_000, run_id=r.id)[::-1]}
+    text = json.dumps(doc, indent=1, ensure_ascii=False)
+    if out_file:
+        out_file.write_text(text, encoding="utf-8")
+        err.print(f"[dim]run {r.id[:8]}: {len(doc['calls'])} calls → {out_file}[/]")
+    else:
+        print(text)
 
 
 # --- calls ------------------------------------------------------------------------------

@@ -213,14 +213,17 @@ class RunStore:
             raise KeyError(f"no run {run_id!r}")
         return _run(row)
 
-    def list_runs(self, workflow: str | None = None, limit: int = 50) -> list[Run]:
+    def list_runs(self, workflow: str | None = None, limit: int = 50, status: str | None = None) -> list[Run]:
+        """The newest runs first; of one workflow, or in one status, if given."""
+        where, args = [], []
         if workflow:
-            rows = self._conn().execute(
-                "SELECT * FROM runs WHERE workflow = ? ORDER BY created_at DESC LIMIT ?", (workflow, limit)
-            )
-        else:
-            rows = self._conn().execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
-        return [_run(r) for r in rows]
+            where.append("workflow = ?")
+            args.append(workflow)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_at DESC LIMIT ?"
+        return [_run(r) for r in self._conn().execute(sql, (*args, limit))]
 
     # --- checkpoints ------------------------------------------------------------------
 

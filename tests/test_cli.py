@@ -22,7 +22,7 @@ def test_console_script_is_installed():
     assert subprocess.run([exe, "--help"], capture_output=True, text=True).returncode == 0
 
 
-@pytest.mark.parametrize("cmd", [[], ["models"], ["models", "list"], ["models", "pull"], ["models", "verify"], ["chat"], ["calls"], ["demo"]])
+@pytest.mark.parametrize("cmd", [[], ["models"], ["models", "list"], ["models", "pull"], ["models", "verify"], ["chat"], ["calls"], ["demo"], ["runs"], ["runs", "list"], ["runs", "show"], ["runs", "export"], ["ui"]])
 def test_help_everywhere(cmd):
     r = conclave(*cmd, "--help")
     assert r.returncode == 0 and "Usage" in r.stdout

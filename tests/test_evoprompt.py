@@ -361,6 +361,17 @@ def test_cli_runs_and_resumes_a_stopped_run(with_model, tmp_path):
     done = json.loads((tmp_path / "r.json").read_text())
     assert len(done["generations"]) == 2
 
+    # the run, read back by `conclave runs`
+    listed = conclave("runs", "list", "--workflow", "evoprompt", env=env)
+    run_id = RunStore(with_model / "conclave.db").list_runs("evoprompt", status="done")[0].id
+    assert listed.returncode == 0 and run_id[:8] in listed.stdout
+    shown = conclave("runs", "show", run_id[:8], env=env)
+    assert shown.returncode == 0 and "top 1" in shown.stdout and "best initial" in shown.stdout
+    assert conclave("runs", "export", run_id[:8], "--out", str(tmp_path / "x.json"), env=env).returncode == 0
+    exported = json.loads((tmp_path / "x.json").read_text())
+    assert exported["result"]["top"] == done["top"] and exported["calls"] and exported["checkpoint_step"] == 1
+    assert "no run" in conclave("runs", "show", "ffffffff", env=env).stderr
+
     # a run that stopped after generation 0 (as a crash leaves it), resumed by the CLI on the real model
     config = EvoConfig(population=2, generations=2, seed=0, max_concurrency=4)
     spec = {"task": "rotten-tomatoes", "kind": "classification", "verbalizer": None, "prompts": None, "text_field": "text",

@@ -74,7 +74,7 @@ def browser():
 
 @pytest.fixture
 def page(browser, request):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 2600})  # tall: whole pages in the screenshots
     yield page
     shot(page, f"{request.node.name}-end")  # how the test left it: the first thing to look at when one fails
     page.close()

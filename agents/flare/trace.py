@@ -59,6 +59,12 @@ class FlareResult:
         d["trigger_rate"] = self.trigger_rate
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> FlareResult:
+        d = {k: v for k, v in d.items() if k != "trigger_rate"}
+        steps = [Step(**{**s, "low_confidence": [LowToken(**t) for t in s["low_confidence"]]}) for s in d["steps"]]
+        return cls(**{**d, "steps": steps})
+
     def report(self) -> str:
         lines = [
             f"## FLARE ({self.method})",
