@@ -32,6 +32,8 @@ mapreduce_app = typer.Typer(help="Map-reduce over documents longer than the mode
 app.add_typer(mapreduce_app, name="mapreduce")
 runs_app = typer.Typer(help="Past runs of every workflow: list, show and export them.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+jobs_app = typer.Typer(help="Batch jobs: a workflow, its config and a schedule.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 
 out = Console()
 err = Console(stderr=True)
@@ -346,31 +348,13 @@ def flare(
     out_file: Optional[Path] = typer.Option(None, "--out", help="write the result with its full trace (JSON)"),
 ):
     """Answer with FLARE (active retrieval) or a baseline; prints the answer and the step trace."""
-    import json
-
-    from agents.flare import FlareConfig, run
+    from agents.flare import FlareConfig
+    from app.flare import run_flare
 
     config = FlareConfig(method=method, query_mode=query_mode, k=k, theta=theta, max_answer_tokens=max_tokens)
     s = _settings()
-    store = _store(s)
-    idx = _index(index, create=False, sink=store.record_retrieval)
-    with store.run("flare", {**config.model_dump(), "index": index, "search": search, "question": question,
-                             "model": model or s.model}) as run_id:
-        llm = _open(s, model, backend, store.record_call)
-
-        class Search:  # the index, in the chosen search mode
-            def search(self, query: str, k: int = 5):
-                return idx.search(query, k, mode=search)
-
-        with err.status("answering …") as status:
-            result = run(config, llm, Search(), question,
-                         on_event=lambda e: status.update(f"step {e.get('step')}: {e.get('kind')} …"))
-        store.finish_run(run_id, result.to_dict())
-        llm.close()
-    out.print(Markdown(result.report()))
-    out.print(f"[dim]run {run_id[:8]} in {s.db_path}[/]")
-    if out_file:
-        out_file.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
+    run_flare(s, _store(s), config, question, index, search=search, model=model, backend=backend, out_file=out_file,
+              console=out, status=err)
 
 
 # --- mapreduce --------------------------------------------------------------------------
@@ -430,6 +414,90 @@ def mapreduce_extract(files: list[Path] = FilesArg, schema: Path = typer.Option(
         raise ValueError(f"cannot read the JSON schema {schema}: {e}") from None
     _mapreduce(files, model, backend, use_ray, no_cache, out_file, task="extract", json_schema=json_schema,
                max_concurrency=max_concurrency, chunk_tokens=chunk_tokens, max_rounds=max_rounds)
+
+
+# --- run and jobs -----------------------------------------------------------------------
+
+
+@app.command("run")
+def run_workflow(
+    workflow: str = typer.Argument(..., help="evoprompt | mapreduce | flare"),
+    config: Path = typer.Option(..., "--config", "-c", help="the workflow's settings, a TOML table (see app/workflows.py)"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write the result (JSON)"),
+):
+    """Run a workflow from a config file, with a progress bar; the result lands in the run store."""
+    from app.workflows import prepare, read_config
+
+    s = _settings()
+    prepare(s, _store(s), workflow, read_config(config)).cli(out_file=out_file, console=out, status=err)
+
+
+@jobs_app.command("add")
+def jobs_add(path: Path = typer.Argument(..., help="a job file (TOML): name, workflow, schedule or every, [config]")):
+    """Add a job, or replace the job of the same name; its config is checked now."""
+    from app import jobs
+
+    s = _settings()
+    store = _store(s)
+    job = jobs.load(path, s, store)
+    replaced = job.name in store.jobs()
+    store.put_job(job.name, job.model_dump())
+    out.print(f"{'replaced' if replaced else 'added'} job [bold]{job.name}[/]: {job.workflow}, {job.when}")
+
+
+@jobs_app.command("list")
+def jobs_list():
+    """Every job, its schedule, its next run and how its last run went."""
+    from datetime import datetime as dt
+
+    from app import jobs
+
+    s = _settings()
+    store = _store(s)
+    table = Table(title=f"jobs ({s.db_path})")
+    for col in ("job", "workflow", "when", "next", "runs", "last run", "last status", "error"):
+        table.add_column(col, no_wrap=col != "error")
+    for name, spec in store.jobs().items():
+        job = jobs.Job(**spec)
+        jobs.reap(s, store, name)
+        runs = store.job_runs(name)
+        last = runs[0] if runs else None
+        nxt = job.trigger().get_next_fire_time(None, dt.now().astimezone())
+        colour = {"done": "green", "failed": "red", "running": "yellow"}.get(last.status if last else "", "dim")
+        table.add_row(name, job.workflow, job.when, f"{nxt:%m-%d %H:%M:%S}" if nxt else "-", str(len(runs)),
+                      last.id[:8] if last else "-", f"[{colour}]{last.status if last else 'never run'}[/]",
+                      escape((last.error or "")[:80]) if last else "")
+    out.print(table)
+
+
+@jobs_app.command("remove")
+def jobs_remove(name: str = typer.Argument(...)):
+    """Remove a job (its past runs stay in the run store)."""
+    s = _settings()
+    if not _store(s).remove_job(name):
+        raise ValueError(f"no job {name!r}")
+    out.print(f"removed job {name}")
+
+
+@jobs_app.command("run")
+def jobs_run(name: str = typer.Argument(...)):
+    """Run a job now (what the scheduler and cron call). Skipped, with a note, if a run of it is going."""
+    from app import jobs
+
+    s = _settings()
+    state, run_id = jobs.run(s, _store(s), name, cli_io={"console": out, "status": err})
+    if state == "busy":
+        err.print(f"job {name} is running already (lock {jobs.lock_path(s, name)}); not started again")
+
+
+@jobs_app.command("scheduler")
+def jobs_scheduler():
+    """Run every job on its schedule, in the foreground (APScheduler); Ctrl-C stops it."""
+    from app import jobs
+
+    s = _settings()
+    err.print(f"scheduler: jobs from {s.db_path}; Ctrl-C stops it")
+    jobs.scheduler(s, _store(s))
 
 
 # --- runs -------------------------------------------------------------------------------

@@ -90,14 +90,18 @@ def execute(settings, store: RunStore, config: EvoConfig | None, spec: dict | No
 
 
 def run_evoprompt(settings, store: RunStore, config: EvoConfig | None, spec: dict | None, *, resume: str | None = None,
-                  out_file: Path | None = None, plot: Path | None = None, console: Console, status: Console) -> EvoResult:
-    """``execute`` with a progress bar, then the report (and the JSON and plot, if asked for)."""
+                  out_file: Path | None = None, plot: Path | None = None, console: Console, status: Console,
+                  on_event=None) -> EvoResult:
+    """``execute`` with a progress bar, then the report (and the JSON and plot, if asked for).
+    ``on_event`` hears the events too."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("best dev {task.fields[best]}, {task.fields[tokens]} tokens"), TimeElapsedColumn(),
                   console=status) as bar:
         bar_id, label = [], []
 
-        def on_event(e: dict) -> None:
+        def draw(e: dict) -> None:
+            if on_event is not None:
+                on_event(e)
             if e["kind"] == "run":
                 label.append(f"{e['algorithm']} generations")
                 bar_id.append(bar.add_task(label[0], total=e["generations"], completed=e["done"], best="-", tokens=0))
@@ -109,7 +113,7 @@ def run_evoprompt(settings, store: RunStore, config: EvoConfig | None, spec: dic
             elif e["kind"] == "test":
                 bar.update(bar_id[0], description=f"scoring the top {e['prompts']} on {e['examples']} test examples")
 
-        run_id, result = execute(settings, store, config, spec, resume=resume, on_event=on_event)
+        run_id, result = execute(settings, store, config, spec, resume=resume, on_event=draw)
     console.print(Markdown(result.report()))
     status.print(f"[dim]run {run_id[:8]} in {store.path}[/]")
     if out_file:

@@ -44,13 +44,16 @@ def execute(settings, store: RunStore, config: MapReduceConfig, files: list[Path
 
 def run_mapreduce(settings, store: RunStore, config: MapReduceConfig, files: list[Path], *, model=None, backend=None,
                   use_ray: bool = False, cache: bool = True, out_file: Path | None = None, console: Console,
-                  status: Console):
-    """``execute`` with progress bars, then the answer (and the JSON, if asked for)."""
+                  status: Console, on_event=None):
+    """``execute`` with progress bars, then the answer (and the JSON, if asked for). ``on_event``
+    hears the events too."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[tokens]} tokens"), TimeElapsedColumn(), console=status) as bar:
         tasks: dict[str, int] = {}
 
-        def on_event(e: dict) -> None:
+        def draw(e: dict) -> None:
+            if on_event is not None:
+                on_event(e)
             kind = e["kind"]
             if kind == "loading":
                 tasks["loading"] = bar.add_task(f"loading {', '.join(e['models'])} …", total=None, tokens=0)
@@ -73,7 +76,7 @@ def run_mapreduce(settings, store: RunStore, config: MapReduceConfig, files: lis
                 bar.console.print(f"[yellow]warning:[/] {escape(e['message'])}", highlight=False)
 
         run_id, result = execute(settings, store, config, files, model=model, backend=backend, use_ray=use_ray,
-                                 cache=cache, on_event=on_event)
+                                 cache=cache, on_event=draw)
     if result.data is not None:
         console.print_json(result.answer)
     else:

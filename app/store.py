@@ -81,6 +81,20 @@ SCHEMA = [
         saved_at REAL NOT NULL
     );
     """,
+    # version 4: batch jobs (a workflow, its config and a schedule) and the runs each job made
+    """
+    CREATE TABLE jobs (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE job_runs (
+        job TEXT NOT NULL,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        started_at REAL NOT NULL,
+        PRIMARY KEY (job, run_id)
+    );
+    """,
 ]
 
 _current_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("conclave_run", default=None)
@@ -238,6 +252,29 @@ class RunStore:
         """(step, state) of the run's latest checkpoint, or None."""
         row = self._conn().execute("SELECT step, state FROM checkpoints WHERE run_id = ?", (run_id,)).fetchone()
         return (row["step"], json.loads(row["state"])) if row else None
+
+    # --- batch jobs -------------------------------------------------------------------
+
+    def put_job(self, name: str, spec: dict) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)", (name, json.dumps(spec), time.time()))
+
+    def remove_job(self, name: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM jobs WHERE name = ?", (name,)).rowcount > 0
+
+    def jobs(self) -> dict[str, dict]:
+        return {r["name"]: json.loads(r["spec"]) for r in self._conn().execute("SELECT * FROM jobs ORDER BY name")}
+
+    def link_job_run(self, job: str, run_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO job_runs VALUES (?, ?, ?)", (job, run_id, time.time()))
+
+    def job_runs(self, job: str, limit: int = 50) -> list[Run]:
+        """A job's runs, newest first."""
+        rows = self._conn().execute("SELECT runs.* FROM runs JOIN job_runs ON runs.id = job_runs.run_id WHERE job = ? "
+                                    "ORDER BY runs.created_at DESC LIMIT ?", (job, limit))
+        return [_run(r) for r in rows]
 
     # --- the call log -----------------------------------------------------------------
 

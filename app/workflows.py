@@ -1,0 +1,121 @@
+"""Every workflow, run from a configuration (a TOML table): what ``conclave run <workflow>
+--config file.toml`` and batch jobs use. One flat table per run; its keys are the workflow's
+own settings plus the models (and, per workflow, the task, files or question):
+
+    # evoprompt.toml                     # mapreduce.toml            # flare.toml
+    task = "rotten-tomatoes"             task = "ask"                question = "Who founded X?"
+    algorithm = "de"                     files = ["notes/"]          index = "notes"
+    population = 10                      question = "Who is X?"      method = "direct"
+    evolver = "qwen2.5-coder-1.5b-instruct"  max_concurrency = 4
+
+Bad keys and values are refused, with what is known, before any model loads.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from local_models.errors import ConclaveError
+
+
+class WorkflowError(ConclaveError):
+    pass
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked configuration, ready to run, as ``f(resume=None, on_event=None, ...)``: ``cli``
+    draws progress on the terminal and prints the report (it takes ``console``, ``status`` and
+    ``out_file``), ``execute`` only reports events and returns (run id, result). Both record
+    the run."""
+
+    workflow: str
+    cli: Callable[..., Any]
+    execute: Callable[..., tuple[str, Any]]
+    resumable: bool = False
+
+
+def read_config(path: Path) -> dict:
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkflowError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise WorkflowError(f"cannot read the config file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise WorkflowError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def _split(workflow: str, cfg: dict, model: type[BaseModel], own: set[str]) -> tuple[BaseModel, dict]:
+    """The keys of ``model`` (validated) and the workflow's own keys; anything else is an error."""
+    known = set(model.model_fields) | own
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise WorkflowError(f"{workflow}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(known))}")
+    try:
+        return model(**{k: v for k, v in cfg.items() if k in model.model_fields}), {k: v for k, v in cfg.items() if k in own}
+    except ValidationError as e:
+        lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise WorkflowError(f"{workflow}: invalid settings:\n" + "\n".join(lines)) from None
+
+
+def _need(workflow: str, own: dict, *keys: str) -> None:
+    missing = [k for k in keys if own.get(k) in (None, "", [])]
+    if missing:
+        raise WorkflowError(f"{workflow}: the config needs {', '.join(missing)}")
+
+
+EVOPROMPT_OWN = {"task", "kind", "verbalizer", "prompts", "text_field", "label_field", "dev_size", "test_size",
+                 "split_seed", "model", "backend", "evolver", "evolver_backend"}
+MAPREDUCE_OWN = {"files", "model", "backend", "ray", "cache"}
+FLARE_OWN = {"question", "index", "search", "model", "backend"}
+
+
+def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
+    """Check ``cfg`` for ``workflow`` (errors name the bad keys) and bind it to a run."""
+    if workflow == "evoprompt":
+        from agents.evoprompt import EvoConfig
+        from app import evoprompt
+
+        config, own = _split(workflow, cfg, EvoConfig, EVOPROMPT_OWN)
+        _need(workflow, own, "task")
+        spec = evoprompt.make_spec(settings, **own)
+        evoprompt.load_task(spec)  # a bad task file fails now, not when the job fires
+        return Prepared(workflow, lambda resume=None, **io: evoprompt.run_evoprompt(
+                            settings, store, None if resume else config, None if resume else spec, resume=resume, **io),
+                        lambda resume=None, on_event=None: evoprompt.execute(
+                            settings, store, None if resume else config, None if resume else spec, resume=resume,
+                            on_event=on_event), resumable=True)
+    if workflow == "mapreduce":
+        from agents.mapreduce import MapReduceConfig
+        from app import mapreduce
+
+        config, own = _split(workflow, cfg, MapReduceConfig, MAPREDUCE_OWN)
+        _need(workflow, own, "files")
+        files = [Path(f).expanduser() for f in ([own["files"]] if isinstance(own["files"], str) else own["files"])]
+        kw = {"model": own.get("model"), "backend": own.get("backend"), "use_ray": bool(own.get("ray", False)),
+              "cache": bool(own.get("cache", True))}
+        return Prepared(workflow, lambda resume=None, **io: mapreduce.run_mapreduce(settings, store, config, files, **kw, **io),
+                        lambda resume=None, on_event=None: mapreduce.execute(settings, store, config, files, **kw,
+                                                                             on_event=on_event))
+    if workflow == "flare":
+        from agents.flare import FlareConfig
+        from app import flare
+
+        config, own = _split(workflow, cfg, FlareConfig, FLARE_OWN)
+        _need(workflow, own, "question", "index")
+        kw = {"search": own.get("search", "hybrid"), "model": own.get("model"), "backend": own.get("backend")}
+        return Prepared(workflow, lambda resume=None, **io: flare.run_flare(settings, store, config, own["question"],
+                                                                           own["index"], **kw, **io),
+                        lambda resume=None, on_event=None: flare.execute(settings, store, config, own["question"],
+                                                                         own["index"], **kw, on_event=on_event))
+    raise WorkflowError(f"unknown workflow {workflow!r}; known: {', '.join(WORKFLOWS)}")
+
+
+WORKFLOWS = ("evoprompt", "mapreduce", "flare")
