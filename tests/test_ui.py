@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(600)  # a page, a model load and a workflow run
 from local_models import catalog
 
 SHOTS = Path(os.environ.get("CONCLAVE_UI_SHOTS", Path(__file__).resolve().parents[1] / "artifacts" / "ui"))
-PAGES = {"": "Conclave", "EvoPrompt": "EvoPrompt", "Map-reduce": "Map-reduce", "Runs": "Runs",
+PAGES = {"": "Conclave", "EvoPrompt": "EvoPrompt", "Map-reduce": "Map-reduce", "FLARE": "FLARE", "Runs": "Runs",
          "Monitoring": "Monitoring", "Models": "Models"}  # url path: heading
 
 
@@ -103,7 +103,7 @@ def test_every_page_opens_without_an_error(ui, page):
         no_exception(page)
         shot(page, path or "home")
     # the navigation names every workflow
-    for name in ("Home", "EvoPrompt", "Map-reduce", "Runs", "Monitoring", "Models"):
+    for name in ("Home", "EvoPrompt", "Map-reduce", "FLARE", "Runs", "Monitoring", "Models"):
         assert page.get_by_test_id("stSidebarNav").get_by_text(name, exact=True).is_visible()
 
 

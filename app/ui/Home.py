@@ -26,12 +26,12 @@ if not installed:
     st.warning(f"No model is installed yet: run `conclave models pull {catalog.DEFAULT_MODEL}`, or use the Models page.")
 
 st.subheader("Workflows")
-left, right = st.columns(2)
-with left:
-    st.page_link("pages/1_EvoPrompt.py", label="EvoPrompt: evolve a task's prompts (GA, DE)", icon=":material/genetics:")
-with right:
-    st.page_link("pages/2_Map-reduce.py", label="Map-reduce: summarize, ask or extract over long documents",
-                 icon=":material/account_tree:")
+cols = st.columns(3)
+cols[0].page_link("pages/1_EvoPrompt.py", label="EvoPrompt: evolve a task's prompts (GA, DE)", icon=":material/genetics:")
+cols[1].page_link("pages/2_Map-reduce.py", label="Map-reduce: summarize, ask or extract over long documents",
+                  icon=":material/account_tree:")
+cols[2].page_link("pages/3_FLARE.py", label="FLARE: answer with active retrieval over an index",
+                  icon=":material/travel_explore:")
 
 if active := registry().active():
     st.subheader("Running now")
