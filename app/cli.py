@@ -214,19 +214,45 @@ def ui(
     open_browser: bool = typer.Option(False, "--open", help="open it in the default browser"),
 ):
     """The web UI (Streamlit): every workflow with its form, live progress, results and history;
-    runs, models and monitoring."""
+    runs, models and monitoring. With CONCLAVE_UI_ONCE=1 it stops once every page has answered
+    (what CI does with the README's first command)."""
     import subprocess
+    import time
+
+    import httpx
 
     _settings()  # bad settings fail here, with the clear error, not inside the page
-    entry = Path(__file__).parent / "ui" / "Home.py"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", host, "--server.port", str(port),
-           "--server.headless", str(not open_browser).lower(), "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--theme.base", "light"]
-    err.print(f"Conclave UI on http://{host}:{port} (Ctrl-C stops it)")
+    here = Path(__file__).parent / "ui"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(here / "Home.py"), "--server.address", host,
+           "--server.port", str(port), "--server.headless", str(not open_browser).lower(),
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal",
+           "--theme.base", "light"]
+    url = f"http://{host}:{port}"
+    err.print(f"Conclave UI on {url} (Ctrl-C stops it)")
+    if not os.environ.get("CONCLAVE_UI_ONCE"):
+        try:
+            raise typer.Exit(subprocess.call(cmd))
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        raise typer.Exit(subprocess.call(cmd))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise ValueError(f"the UI did not come up on {url}")
+            time.sleep(0.5)
+        pages = [""] + [p.stem.split("_", 1)[1] for p in sorted((here / "pages").glob("*.py"))]
+        for page in pages:
+            httpx.get(f"{url}/{page}", timeout=10).raise_for_status()
+        err.print(f"the UI came up and served {len(pages)} pages; stopping, as CONCLAVE_UI_ONCE asks")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # --- index ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ def readme_commands():
 def test_readme_opens_with_two_one_line_commands():
     install, test = readme_commands()
     assert "\n" not in install and "\n" not in test
-    assert "conclave demo" in install and "pytest" in test
+    assert "conclave demo" in install and install.endswith("conclave ui") and "pytest" in test
 
 
 def test_ci_runs_the_readme_commands_verbatim():

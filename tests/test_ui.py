@@ -193,3 +193,15 @@ def test_background_runs_report_events_results_and_errors():
     assert bg.result == {"best": 1.0} and bg.error is None and bg.last("generation")["generation"] == 1
     assert bad.error == "ZeroDivisionError: division by zero" and bad.last("error")["trace"]
     assert runs.of("evoprompt") == [bad, bg] and runs.of("mapreduce") == [] and runs.active() == []
+
+
+def test_ui_once_serves_every_page_then_stops(tmp_path):
+    """What CI does with the README's first command, which ends by starting the UI."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CONCLAVE_DATA_DIR": str(tmp_path / "data"), "CONCLAVE_UI_ONCE": "1"}
+    r = subprocess.run([sys.executable, "-m", "app.cli", "ui", "--port", str(port)], env=env, capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert f"served {len(PAGES)} pages" in r.stderr
