@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -149,6 +150,38 @@ def test_mapreduce_runs_on_an_uploaded_document(ui, page, tmp_path):
 
     [run] = RunStore(data / "conclave.db").list_runs("mapreduce")
     assert run.status == "done" and len(run.result["parts"]) >= 2
+
+
+def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):
+    from agents.evoprompt import EvoConfig, run
+    from app.store import RunStore
+    from tests.scripted import ScriptedLLM
+    from tests.test_evoprompt import evolver, sentiment_task, task_model
+
+    url, data, _ = ui
+    store = RunStore(data / "conclave.db")
+    config = EvoConfig(population=2, generations=2, seed=0, max_concurrency=4)
+    spec = {"task": "rotten-tomatoes", "kind": "classification", "verbalizer": None, "prompts": None, "text_field": "text",
+            "label_field": "label", "dev_size": 4, "test_size": 4, "split_seed": 0, "model": catalog.DEFAULT_MODEL,
+            "backend": None, "evolver": catalog.DEFAULT_MODEL, "evolver_backend": None}
+    def stopped_run() -> str:  # a run that stopped after generation 0, as a crash leaves it
+        with pytest.raises(RuntimeError):
+            with store.run("evoprompt", {"evoprompt": config.model_dump(), "spec": spec}) as run_id:
+                def stop(g, state):
+                    store.save_checkpoint(run_id, g, state)
+                    raise RuntimeError("killed")
+                run(config, ScriptedLLM(evolver), ScriptedLLM(scores=task_model), sentiment_task(), checkpoint=stop)
+        return run_id
+
+    with ThreadPoolExecutor(1) as pool:  # off the main thread, where Playwright's event loop runs
+        run_id = pool.submit(stopped_run).result()
+    open_page(page, url, "EvoPrompt")
+    page.get_by_text("Its last checkpoint is generation 0").wait_for(timeout=30_000)  # the newest run is shown
+    page.get_by_role("button", name="Resume it from its checkpoint").click()
+    page.get_by_text("best dev", exact=True).first.wait_for(timeout=240_000)
+    no_exception(page)
+    resumed = store.get_run(run_id)
+    assert resumed.status == "done" and len(resumed.result["generations"]) == 3
 
 
 def test_runs_and_monitoring_show_the_logged_calls(ui, page):

@@ -103,9 +103,14 @@ st.subheader("Runs")
 picked = history("evoprompt", summary, key="evoprompt-run")
 if picked is not None:
     if picked.result is None:
-        st.info(f"Run {picked.id[:8]} is {picked.status}" + (f": {picked.error}" if picked.error else "") +
-                (". It keeps a checkpoint after every generation: `conclave evoprompt --resume " + picked.id[:8] + "` "
-                 "continues it." if picked.status != "done" else "."))
+        saved = store().checkpoint(picked.id)
+        going = any(b.run_id == picked.id and not b.done for b in registry().of("evoprompt"))
+        st.info(f"Run {picked.id[:8]} is {picked.status}" + (f": {picked.error}" if picked.error else ".") +
+                (f" Its last checkpoint is generation {saved[0]}." if saved else ""))
+        if saved and picked.status == "failed" and not going and st.button("Resume it from its checkpoint"):
+            registry().start("evoprompt", f"EvoPrompt, resuming {picked.id[:8]}",
+                             lambda on_event: execute(settings(), store(), None, None, resume=picked.id, on_event=on_event))
+            st.rerun()
     else:
         result = EvoResult.from_dict(picked.result)
         best, init = result.best, result.node(result.initial_best)
