@@ -179,6 +179,7 @@ def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):
     page.get_by_text("Its last checkpoint is generation 0").wait_for(timeout=30_000)  # the newest run is shown
     page.get_by_role("button", name="Resume it from its checkpoint").click()
     page.get_by_text("best dev", exact=True).first.wait_for(timeout=240_000)
+    page.locator('[data-testid="stImage"] img').first.wait_for(timeout=30_000)
     no_exception(page)
     resumed = store.get_run(run_id)
     assert resumed.status == "done" and len(resumed.result["generations"]) == 3

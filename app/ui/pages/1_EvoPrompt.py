@@ -115,9 +115,11 @@ if picked is not None:
         result = EvoResult.from_dict(picked.result)
         best, init = result.best, result.node(result.initial_best)
         cols = st.columns(5)
-        cols[0].metric("best dev", f"{best.dev:.3f}", f"{best.dev - init.dev:+.3f} vs best initial")
-        cols[1].metric("best test", "-" if best.test is None else f"{best.test:.3f}",
-                       None if best.test is None or init.test is None else f"{best.test - init.test:+.3f} vs best initial")
+        def gain(a, b):
+            return None if a is None or b is None or abs(a - b) < 1e-9 else f"{a - b:+.3f} vs best initial"
+
+        cols[0].metric("best dev", f"{best.dev:.3f}", gain(best.dev, init.dev))
+        cols[1].metric("best test", "-" if best.test is None else f"{best.test:.3f}", gain(best.test, init.test))
         cols[2].metric("child parse rate", f"{result.parse_rate:.2f}")
         cols[3].metric("tokens", f"{result.tokens_evolver + result.tokens_task:,}")
         cols[4].metric("wall time", f"{result.wall_s:.0f} s")
