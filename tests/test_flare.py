@@ -357,3 +357,13 @@ def test_cli_answers_from_an_index_and_logs_the_run_its_calls_and_searches(with_
     missing = subprocess.run([sys.executable, "-m", "app.cli", "flare", "x?", "--index", "nope"],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 1 and "no index named 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+
+    # the same question from a config file, as `conclave run` and batch jobs run it
+    (tmp_path / "flare.toml").write_text(f"question = {json.dumps(q.text)}\nindex = \"multihop\"\nmethod = \"single\"\n"
+                                         "k = 2\nmax_answer_tokens = 32\n")
+    by_config = subprocess.run([sys.executable, "-m", "app.cli", "run", "flare", "--config", str(tmp_path / "flare.toml")],
+                               capture_output=True, text=True, timeout=600)
+    assert by_config.returncode == 0, by_config.stderr
+    assert "FLARE (single)" in by_config.stdout
+    latest = store.list_runs("flare")[0]
+    assert latest.status == "done" and latest.config["method"] == "single" and latest.result["n_retrievals"] == 1
