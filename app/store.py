@@ -239,6 +239,10 @@ class RunStore:
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_at DESC LIMIT ?"
         return [_run(r) for r in self._conn().execute(sql, (*args, limit))]
 
+    def count_runs(self, status: str | None = None) -> int:
+        sql, args = ("SELECT count(*) FROM runs WHERE status = ?", (status,)) if status else ("SELECT count(*) FROM runs", ())
+        return self._conn().execute(sql, args).fetchone()[0]
+
     # --- checkpoints ------------------------------------------------------------------
 
     def save_checkpoint(self, run_id: str, step: int, state: Any) -> None:

@@ -39,6 +39,7 @@ def test_run_lifecycle_and_calls_are_tied_to_the_run(tmp_path):
     assert [c["run_id"] for c in store.calls()] == [run_id, None]
     assert [c["prompt_tokens"] for c in store.calls(since=1000.5)] == [1]  # monitoring's window
     assert store.calls(run_id=run_id, since=1001.5) == []
+    assert store.count_runs() == 1 and store.count_runs("done") == 1 and store.count_runs("failed") == 0
 
 
 def test_a_failing_run_is_marked_failed_with_its_error(tmp_path):
