@@ -136,9 +136,6 @@ def test_mapreduce_runs_on_an_uploaded_document(ui, page, tmp_path):
     open_page(page, url, "Map-reduce")
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(doc))
     page.get_by_text("notes.txt").first.wait_for(timeout=30_000)
-    sample = page.get_by_role("checkbox", name="Use Hamlet")
-    page.get_by_text("Use Hamlet").click()  # the box itself is drawn over by its label
-    assert not sample.is_checked()
     page.get_by_label("Tokens per part (0: what fits the context)").fill("300")
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("running for").first.wait_for(timeout=60_000)

@@ -3,8 +3,10 @@ choices, and the live view and history of a workflow's runs."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Callable
 
 import streamlit as st
@@ -34,6 +36,16 @@ def store() -> RunStore:
 @st.cache_resource
 def registry() -> Registry:
     return Registry()
+
+
+def save_upload(upload) -> Path:
+    """An uploaded file, kept under the data dir by content hash: a run's recorded config then
+    names a file that exists, and the same upload twice is one file."""
+    data = upload.getvalue()
+    path = settings().data_dir / "uploads" / f"{hashlib.sha256(data).hexdigest()[:12]}-{Path(upload.name).name}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
 
 def model_choices() -> list[str]:

@@ -1,6 +1,5 @@
 """EvoPrompt: evolve a task's prompts with GA or DE, watch the fitness grow, open past runs."""
 
-import hashlib
 import json
 
 import matplotlib.pyplot as plt
@@ -9,7 +8,7 @@ from pydantic import ValidationError
 
 from agents.evoprompt import RECIPES, EvoConfig, EvoResult
 from app.evoprompt import execute, make_spec, parse_verbalizer
-from app.ui.common import history, live, model_choices, page, registry, settings, store
+from app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store
 
 page("EvoPrompt")
 st.title("EvoPrompt")
@@ -56,11 +55,7 @@ if submitted:
         if task == UPLOAD:
             if upload is None:
                 raise ValueError("choose a task file to upload")
-            data = upload.getvalue()
-            path = s.data_dir / "uploads" / f"{hashlib.sha256(data).hexdigest()[:12]}-{upload.name}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            task_name = str(path)
+            task_name = str(save_upload(upload))
         else:
             task_name = task
         spec = make_spec(s, task_name, model=model, evolver=evolver, kind=kind, verbalizer=parse_verbalizer(verbalizer),

@@ -1,6 +1,5 @@
 """Map-reduce: summarize, ask or extract over documents longer than the model's context."""
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -9,7 +8,7 @@ from pydantic import ValidationError
 
 from agents.mapreduce import MapReduceConfig, MapReduceResult
 from app.mapreduce import execute
-from app.ui.common import history, live, model_choices, page, registry, settings, store
+from app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store
 from retrieval import RetrievalError, corpora
 
 page("Map-reduce")
@@ -29,7 +28,7 @@ with st.form("mapreduce"):
         schema = st.text_area("JSON schema (extract)", placeholder='{"type": "object", "properties": {...}}')
         uploads = st.file_uploader("Documents (.txt .md .jsonl .pdf)", type=["txt", "md", "jsonl", "pdf"],
                                    accept_multiple_files=True)
-        sample = st.checkbox(f"Use {SAMPLE} instead", value=not uploads)
+        sample = st.checkbox(f"With nothing uploaded, use {SAMPLE}", value=True)
     with right:
         model = st.selectbox("Model", model_choices())
         chunk = st.number_input("Tokens per part (0: what fits the context)", 0, 1_000_000, 0)
@@ -49,18 +48,12 @@ if submitted:
                 raise ValueError(f"the JSON schema is not JSON: {e}") from None
         config = MapReduceConfig(task=task, question=question if task == "ask" else None, json_schema=json_schema,
                                  chunk_tokens=chunk or None, max_concurrency=concurrency, max_rounds=rounds)
-        if sample:
+        if uploads:
+            files = [save_upload(up) for up in uploads]
+        elif sample:
             files = [corpora.data_file("hamlet")]
-        elif uploads:
-            files = []
-            for up in uploads:
-                data = up.getvalue()
-                path = s.data_dir / "uploads" / f"{hashlib.sha256(data).hexdigest()[:12]}-{Path(up.name).name}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                files.append(path)
         else:
-            raise ValueError("upload documents, or use the packaged sample")
+            raise ValueError("upload documents, or tick the packaged sample")
     except (ValidationError, ValueError, RetrievalError) as e:
         st.error(f"Not started: {e}")
     else:
