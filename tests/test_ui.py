@@ -116,7 +116,7 @@ def test_evoprompt_runs_in_the_background_and_its_result_renders(ui, page):
     page.get_by_role("button", name="Evolve").click()
     # live progress while it runs, and the page stays usable meanwhile
     page.get_by_text("running for").first.wait_for(timeout=60_000)
-    page.get_by_text("best dev", exact=True).first.wait_for(timeout=240_000)
+    page.get_by_test_id("stMetric").filter(has_text="best dev").first.wait_for(timeout=240_000)  # not the history's column
     no_exception(page)
     page.locator('[data-testid="stImage"] img').first.wait_for(timeout=30_000)  # the fitness plot
     page.locator('[data-testid="stDataFrame"]').nth(1).wait_for(timeout=30_000)  # the run history, then the prompts
@@ -175,7 +175,7 @@ def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):
     open_page(page, url, "EvoPrompt")
     page.get_by_text("Its last checkpoint is generation 0").wait_for(timeout=30_000)  # the newest run is shown
     page.get_by_role("button", name="Resume it from its checkpoint").click()
-    page.get_by_text("best dev", exact=True).first.wait_for(timeout=240_000)
+    page.get_by_test_id("stMetric").filter(has_text="best dev").first.wait_for(timeout=240_000)  # not the history's column
     page.locator('[data-testid="stImage"] img').first.wait_for(timeout=30_000)
     no_exception(page)
     resumed = store.get_run(run_id)
