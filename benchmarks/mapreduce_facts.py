@@ -14,6 +14,10 @@ reading (map) or merging (collapse and reduce).
     python benchmarks/mapreduce_facts.py [--model NAME] [--sizes 10000,50000,200000] [--facts 20]
         [--chunk-tokens N] [--n-ctx 4096] [--max-concurrency 4] [--seed 0] [--text hamlet|jargon]
 
+Map-reduce answers are kept in ``<data_dir>/mapreduce/facts-cache.db`` (``--no-cache`` to
+skip): a 200k-token run takes hours on two cores, and a stopped one resumes from what it
+had. The wall time of a resumed run counts only what it did itself.
+
 Models: the configured one (default SmolLM2), or e.g. ``--model qwen2.5-coder-1.5b-instruct``
 (pulled into the data dir: ``CONCLAVE_DATA_DIR``). On a shared 2-core machine set
 ``CONCLAVE_N_THREADS=1``: two llama.cpp thread pools on two cores slow each other down
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 import prompts
-from agents.mapreduce import MapReduceConfig, run
+from agents.mapreduce import Cache, MapReduceConfig, run
 from agents.mapreduce.split import truncate
 from app.settings import load_settings
 from retrieval.ingest import Record
@@ -94,12 +99,21 @@ def truncation(llm, doc: str, facts, reduce_max: int, ctx: int):
             "tokens": out.usage.total_tokens, "wall": wall, "answer": out.text}
 
 
-def mapreduce(llm, doc: str, facts, config: MapReduceConfig):
+def mapreduce(llm, doc: str, facts, config: MapReduceConfig, cache: Cache, say):
+    def progress(e: dict) -> None:  # a 200k-token run takes hours here: show where it is
+        if e["kind"] == "map" and (e["done"] % 10 == 0 or e["done"] == e["total"]):
+            say(f"  map {e['done']}/{e['total']}")
+        elif e["kind"] == "round":
+            say(f"  collapse round {e['round']}: {e['items']} items, {e['merges']} merges")
+        elif e["kind"] == "reduce":
+            say(f"  reduce: {e['items']} items")
+
     t0 = time.perf_counter()
-    result = run(config, llm, [Record(doc, "planted.txt")])
+    result = run(config, llm, [Record(doc, "planted.txt")], cache=cache, on_event=progress)
     wall = time.perf_counter() - t0
     kept = " ".join(m.text for m in result.maps if m.kept)
     return {"recall": found(result.answer, facts), "reachable": found(kept, facts), "calls": result.n_calls,
+            "cached": result.n_cached,
             "tokens": result.prompt_tokens + result.completion_tokens, "wall": wall, "answer": result.answer,
             "parts": len(result.parts), "rounds": len(result.rounds)}
 
@@ -121,7 +135,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--text", choices=["hamlet", "jargon"], default="hamlet")
     ap.add_argument("--show-answers", action="store_true", help="print each method's answer")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="do not keep map-reduce answers (default: kept under the data dir, so a stopped run resumes)")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # rows and progress reach a log file as they happen
 
     settings = load_settings(**({"n_ctx": args.n_ctx} if args.n_ctx else {}))
     console = Console(width=max(Console().width, 140))
@@ -132,6 +149,7 @@ def main():
                              max_concurrency=args.max_concurrency, map_max_tokens=args.map_max_tokens,
                              reduce_max_tokens=args.reduce_max_tokens, seed=args.seed)
     reduce_max = args.reduce_max_tokens or min(512, ctx // 4)
+    cache = Cache(None if args.no_cache else settings.data_dir / "mapreduce" / "facts-cache.db")
     base = base_text(args.text)
     rows = []
     for size in args.sizes:
@@ -142,10 +160,12 @@ def main():
         with console.status(f"{size} tokens: truncation baseline …"):
             rows.append((size, n_tokens, "truncation", truncation(llm, doc, facts, reduce_max, ctx)))
         with console.status(f"{size} tokens: map-reduce …"):
-            rows.append((size, n_tokens, "map-reduce", mapreduce(llm, doc, facts, config)))
+            rows.append((size, n_tokens, "map-reduce", mapreduce(llm, doc, facts, config, cache,
+                                                                 lambda m: console.print(m, highlight=False))))
         for _, _, method, r in rows[-2:]:  # a long run shows each row as it lands
             console.print(f"{size:,} tokens {method}: reachable {r['reachable']}/{args.facts}, recall "
-                          f"{r['recall']}/{args.facts}, {r['calls']} calls, {r['wall']:.0f} s", highlight=False)
+                          f"{r['recall']}/{args.facts}, {r['calls']} calls ({r.get('cached', 0)} more from the cache), "
+                          f"{r['wall']:.0f} s", highlight=False)
 
     table = Table(title=f"Planted-fact recall: {llm.model} ({llm.backend}), context {ctx}, {args.facts} facts, "
                         f"{args.text}, seed {args.seed}",
@@ -162,6 +182,7 @@ def main():
         for size, _, method, r in rows:
             console.rule(f"{size} tokens, {method}")
             console.print(r["answer"], markup=False, highlight=False)
+    cache.close()
     llm.close()
 
 
