@@ -218,3 +218,6 @@ def scheduler(settings, store, *, sync_every: float = 5.0) -> None:
         sched.start()
     except (KeyboardInterrupt, SystemExit):
         pass
+    finally:  # stop the executors (after the runs in flight finish), or the process lingers on their threads
+        if sched.running:
+            sched.shutdown(wait=True)
