@@ -207,6 +207,24 @@ def serve(
 # --- ui ---------------------------------------------------------------------------------
 
 
+def ui_came_up(url: str, proc, seconds: float) -> bool:
+    """Whether the Streamlit server ``proc`` answers its health check within ``seconds``
+    (False as soon as it exits)."""
+    import time
+
+    import httpx
+
+    deadline = time.time() + seconds
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 @app.command()
 def ui(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (the UI has no login: keep it on loopback)"),
@@ -217,7 +235,6 @@ def ui(
     runs, models and monitoring. With CONCLAVE_UI_ONCE=1 it stops once every page has answered
     (what CI does with the README's first command)."""
     import subprocess
-    import time
 
     import httpx
 
@@ -236,16 +253,8 @@ def ui(
             raise typer.Exit(130) from None
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise ValueError(f"the UI did not come up on {url}")
-            time.sleep(0.5)
+        if not ui_came_up(url, proc, 120):
+            raise ValueError(f"the UI did not come up on {url}")
         pages = [""] + [p.stem.split("_", 1)[1] for p in sorted((here / "pages").glob("*.py"))]
         for page in pages:
             httpx.get(f"{url}/{page}", timeout=10).raise_for_status()

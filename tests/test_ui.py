@@ -12,11 +12,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
 pytestmark = pytest.mark.timeout(600)  # a page, a model load and a workflow run on two cores
 
+from app.cli import ui_came_up
 from local_models import catalog
 
 SHOTS = Path(os.environ.get("CONCLAVE_UI_SHOTS", Path(__file__).resolve().parents[1] / "artifacts" / "ui"))
@@ -46,16 +46,8 @@ def ui(model_dir, tmp_path_factory):
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"conclave ui did not come up:\n{(data / 'ui.log').read_text()}")
-            time.sleep(0.5)
+        if not ui_came_up(url, proc, 90):
+            pytest.fail(f"conclave ui did not come up:\n{(data / 'ui.log').read_text()}")
         yield url, data, env
     finally:
         proc.terminate()
