@@ -456,7 +456,7 @@ def mapreduce_extract(files: list[Path] = FilesArg, schema: Path = typer.Option(
 
 @app.command("run")
 def run_workflow(
-    workflow: str = typer.Argument(..., help="evoprompt | mapreduce | flare"),
+    workflow: str = typer.Argument(..., help="evoprompt | mapreduce | flare | losslab"),
     config: Path = typer.Option(..., "--config", "-c", help="the workflow's settings, a TOML table (see app/workflows.py)"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="write the result (JSON)"),
 ):
@@ -540,7 +540,7 @@ def jobs_scheduler():
 
 @runs_app.command("list")
 def runs_list(
-    workflow: Optional[str] = typer.Option(None, "--workflow", "-w", help="evoprompt | mapreduce | flare | demo"),
+    workflow: Optional[str] = typer.Option(None, "--workflow", "-w", help="evoprompt | mapreduce | flare | losslab | demo"),
     status: Optional[str] = typer.Option(None, "--status", help="running | done | failed"),
     limit: int = typer.Option(20, "--limit", "-n", help="how many, newest first"),
 ):
@@ -651,6 +651,42 @@ def evoprompt(
                          kind=kind, verbalizer=parse_verbalizer(verbalizer), prompts=prompt, text_field=text_field,
                          label_field=label_field, dev_size=dev_size, test_size=test_size, split_seed=split_seed)
     run_evoprompt(s, _store(s), config, spec, resume=resume, out_file=out_file, plot=plot, console=out, status=err)
+
+
+@app.command()
+def losslab(
+    candidates: int = typer.Option(10, "--candidates", "-n", help="losses the model proposes"),
+    baselines: str = typer.Option("dpo,ipo,slic,kto,lrml,cdpo", "--baselines", help="built-in losses scored first"),
+    steps: int = typer.Option(300, "--steps", help="training steps per loss on the synthetic task"),
+    beta: float = typer.Option(0.1, "--beta"),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="fitness is the mean over these synthetic problems"),
+    kl_budget: float = typer.Option(1.0, "--kl-budget", help="fitness: reward gained with KL at most this"),
+    timeout: float = typer.Option(120.0, "--timeout", help="seconds per candidate in the sandbox"),
+    memory: int = typer.Option(2048, "--memory-mb", help="address-space limit per candidate"),
+    seed: int = typer.Option(0, "--seed", help="the proposer's sampling seed"),
+    model: Optional[str] = ModelOpt,
+    backend: Optional[str] = BackendOpt,
+    resume: Optional[str] = typer.Option(None, "--resume", help="continue a stopped run (its id, or the first 8 characters)"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write the result: every loss, its code and fitness (JSON)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write fitness per proposal and the reward–KL path as a PNG"),
+):
+    """Discover preference-optimisation losses (DiscoPOP): the model proposes, the sandbox trains and scores."""
+    from agents.losslab import LossLabConfig
+    from app.losslab import run_losslab
+
+    s = _settings()
+    config = None
+    if not resume:
+        try:
+            config = LossLabConfig(
+                candidates=candidates, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+                timeout_s=timeout, memory_mb=memory, seed=seed,
+                synthetic={"steps": steps, "beta": beta, "kl_budget": kl_budget,
+                           "seeds": tuple(int(x) for x in seeds.split(",") if x.strip())})
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+    run_losslab(s, _store(s), config, model=model, backend=backend, resume=resume, out_file=out_file, plot=plot,
+                console=out, status=err)
 
 
 @app.command()

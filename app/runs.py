@@ -7,10 +7,11 @@ import json
 
 from agents.evoprompt import EvoResult
 from agents.flare.trace import FlareResult
+from agents.losslab import LossLabResult
 from agents.mapreduce import MapReduceResult
 from app.store import Run
 
-RESULTS = {"evoprompt": EvoResult, "mapreduce": MapReduceResult, "flare": FlareResult}
+RESULTS = {"evoprompt": EvoResult, "mapreduce": MapReduceResult, "flare": FlareResult, "losslab": LossLabResult}
 
 
 def result(run: Run):

@@ -8,6 +8,12 @@ own settings plus the models (and, per workflow, the task, files or question):
     population = 10                      question = "Who is X?"      method = "direct"
     evolver = "qwen2.5-coder-1.5b-instruct"  max_concurrency = 4
 
+    # losslab.toml: nested tables for nested settings
+    candidates = 10
+    model = "qwen2.5-coder-1.5b-instruct"
+    [synthetic]
+    steps = 300
+
 Bad keys and values are refused, with what is known, before any model loads.
 """
 
@@ -75,6 +81,7 @@ EVOPROMPT_OWN = {"task", "kind", "verbalizer", "prompts", "text_field", "label_f
                  "split_seed", "model", "backend", "evolver", "evolver_backend"}
 MAPREDUCE_OWN = {"files", "model", "backend", "ray", "cache"}
 FLARE_OWN = {"question", "index", "search", "model", "backend"}
+LOSSLAB_OWN = {"model", "backend"}
 
 
 def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
@@ -115,7 +122,18 @@ def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
                                                                            own["index"], **kw, **io),
                         lambda resume=None, on_event=None: flare.execute(settings, store, config, own["question"],
                                                                          own["index"], **kw, on_event=on_event))
+    if workflow == "losslab":
+        from agents.losslab import LossLabConfig
+        from app import losslab
+
+        config, own = _split(workflow, cfg, LossLabConfig, LOSSLAB_OWN)
+        kw = {"model": own.get("model"), "backend": own.get("backend")}
+        return Prepared(workflow, lambda resume=None, **io: losslab.run_losslab(
+                            settings, store, None if resume else config, resume=resume, **kw, **io),
+                        lambda resume=None, on_event=None: losslab.execute(
+                            settings, store, None if resume else config, resume=resume, **kw, on_event=on_event),
+                        resumable=True)
     raise WorkflowError(f"unknown workflow {workflow!r}; known: {', '.join(WORKFLOWS)}")
 
 
-WORKFLOWS = ("evoprompt", "mapreduce", "flare")
+WORKFLOWS = ("evoprompt", "mapreduce", "flare", "losslab")

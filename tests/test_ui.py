@@ -20,7 +20,8 @@ from app.cli import ui_came_up
 from local_models import catalog
 
 SHOTS = Path(os.environ.get("CONCLAVE_UI_SHOTS", Path(__file__).resolve().parents[1] / "artifacts" / "ui"))
-PAGES = {"": "Conclave", "EvoPrompt": "EvoPrompt", "Map-reduce": "Map-reduce", "FLARE": "FLARE", "Runs": "Runs",
+PAGES = {"": "Conclave", "EvoPrompt": "EvoPrompt", "Map-reduce": "Map-reduce", "FLARE": "FLARE", "Loss_lab": "Loss lab",
+         "Runs": "Runs",
          "Monitoring": "Monitoring", "Models": "Models"}  # url path: heading
 
 
@@ -96,7 +97,7 @@ def test_every_page_opens_without_an_error(ui, page):
         no_exception(page)
         shot(page, path or "home")
     # the navigation names every workflow
-    for name in ("Home", "EvoPrompt", "Map-reduce", "FLARE", "Runs", "Monitoring", "Models"):
+    for name in ("Home", "EvoPrompt", "Map-reduce", "FLARE", "Loss lab", "Runs", "Monitoring", "Models"):
         assert page.get_by_test_id("stSidebarNav").get_by_text(name, exact=True).is_visible()
 
 
@@ -139,6 +140,25 @@ def test_mapreduce_runs_on_an_uploaded_document(ui, page, tmp_path):
 
     [run] = RunStore(data / "conclave.db").list_runs("mapreduce")
     assert run.status == "done" and len(run.result["parts"]) >= 2
+
+
+def test_loss_lab_scores_the_builtin_losses_in_the_sandbox(ui, page):
+    url, data, _ = ui
+    from agents.losslab import BUILTIN
+    from app.store import RunStore
+
+    open_page(page, url, "Loss_lab")
+    page.get_by_label("Proposals", exact=True).fill("0")
+    page.get_by_label("Training steps", exact=True).fill("20")
+    page.get_by_label("Seeds", exact=True).fill("0")
+    page.get_by_role("button", name="Discover").click()
+    page.get_by_test_id("stMetric").filter(has_text="DPO fitness").first.wait_for(timeout=240_000)
+    page.locator('[data-testid="stImage"] img').first.wait_for(timeout=30_000)
+    no_exception(page)
+    shot(page, "losslab-result")
+    [run] = RunStore(data / "conclave.db").list_runs("losslab")
+    assert run.status == "done" and [c["name"] for c in run.result["candidates"]] == list(BUILTIN)
+    assert all(c["valid"] for c in run.result["candidates"])
 
 
 def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):

@@ -33,6 +33,8 @@ st.page_link("pages/2_Map-reduce.py", label="Map-reduce: summarize, ask or extra
              "context", icon=":material/account_tree:")
 st.page_link("pages/3_FLARE.py", label="FLARE: answer a question with active retrieval over an index",
              icon=":material/travel_explore:")
+st.page_link("pages/4_Loss_lab.py", label="Loss lab: a model proposes preference-optimisation losses; the sandbox "
+             "trains and scores them", icon=":material/science:")
 
 if active := registry().active():
     st.subheader("Running now")

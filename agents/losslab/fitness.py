@@ -1,0 +1,54 @@
+"""A candidate loss judged: the gate and the fitness task, run in the sandbox, never in-process.
+Verdicts are cached by (code, task settings), so the built-ins are trained once per setting."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from agents import sandbox
+from agents.losslab.config import LossLabConfig
+from agents.losslab.gate import GateError, check_source
+from agents.memo import Memo, digest
+
+STDERR_TAIL = 1500  # characters of the sandbox's stderr sent back with a failure
+
+
+@dataclass
+class Verdict:
+    valid: bool
+    stage: str  # where judging stopped: parse, load, gate, train, sandbox, done
+    error: str | None = None
+    fitness: float | None = None
+    per_seed: list[float] = field(default_factory=list)
+    trajectories: list[list[list[float]]] = field(default_factory=list)  # per seed: [step, KL, reward]
+    seconds: float = 0.0
+
+
+def judge(code: str, config: LossLabConfig, cache: Memo | None = None) -> Verdict:
+    try:
+        check_source(code)  # reads the code without running it: a malformed proposal costs no subprocess
+    except GateError as e:
+        return Verdict(False, "load", str(e))
+    key = digest("losslab-verdict", 1, code, config.synthetic.model_dump(mode="json"))
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return Verdict(**hit)
+    verdict = _in_sandbox(code, config)
+    if cache is not None and verdict.stage != "sandbox":  # a timeout may be the machine's fault: try again next time
+        cache.put(key, asdict(verdict))
+    return verdict
+
+
+def _in_sandbox(code: str, config: LossLabConfig) -> Verdict:
+    job = {"code": code, "synthetic": config.synthetic.model_dump(mode="json")}
+    out = sandbox.run_python(["-m", "agents.losslab.worker"], files={"job.json": json.dumps(job)},
+                             collect=("result.json",),
+                             limits=sandbox.Limits(timeout_s=config.timeout_s, memory_mb=config.memory_mb))
+    if "result.json" not in out.files:
+        return Verdict(False, "sandbox", out.failure()[-STDERR_TAIL:], seconds=out.wall_s)
+    r = json.loads(out.files["result.json"])
+    error = r["error"]
+    if error and r["stage"] == "train" and out.stderr.strip():
+        error += "\nstderr (last lines):\n" + out.stderr.strip()[-STDERR_TAIL:]
+    return Verdict(r["stage"] == "done", r["stage"], error, r.get("fitness"), r.get("per_seed", []),
+                   r.get("trajectories", []), r.get("seconds", out.wall_s))
