@@ -17,7 +17,6 @@ code can import what the environment has installed.
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -87,14 +86,15 @@ def run_python(args: list[str], *, files: dict[str, str | bytes] | None = None, 
             path.parent.mkdir(parents=True, exist_ok=True)
             (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
         isolated = not limits.network and _can_unshare()
-        cmd = ([_unshare(), "-rn"] if isolated else []) + [sys.executable, "-I", *args]
+        cmd = ([_unshare(), "-rn"] if isolated else []) + [sys.executable, "-I", "-c", _LAUNCH, *_rlimits(limits),
+                                                           "--", *args]
         env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
         threads = str(limits.threads)
         env |= {"HOME": tmp, "TMPDIR": tmp, "MPLCONFIGDIR": tmp, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": threads,
                 "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "PYTHONHASHSEED": "0"}
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_limiter(limits))
+                                stderr=subprocess.PIPE, start_new_session=True)
         out, err = _Tail(proc.stdout, limits.output_bytes), _Tail(proc.stderr, limits.output_bytes)
         timed_out = False
         try:
@@ -139,17 +139,23 @@ class _Tail:
         return ("[… earlier output cut …]\n" if self.cut else "") + self.buf.decode("utf-8", "replace")
 
 
-def _limiter(limits: Limits):
+# Sets the rlimits, then becomes ``python -I ARGS``. Limits are set in the child itself, not in a
+# preexec_fn: that is unsafe in a parent with threads (the web UI runs workflows on threads).
+_LAUNCH = """import os, resource, sys
+i = sys.argv.index("--")
+for spec in sys.argv[1:i]:
+    name, soft, hard = spec.split("=")[0], *map(int, spec.split("=")[1].split(":"))
+    resource.setrlimit(getattr(resource, name), (soft, hard))
+os.execv(sys.executable, [sys.executable, "-I", *sys.argv[i + 1:]])
+"""
+
+
+def _rlimits(limits: Limits) -> list[str]:
     cpu = limits.cpu_s or max(1, int(2 * limits.timeout_s))
     memory, fsize = limits.memory_mb << 20, limits.file_mb << 20
-
-    def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    return apply
+    # the soft CPU limit signals SIGXCPU, the hard one a second later kills
+    return [f"RLIMIT_CPU={cpu}:{cpu + 1}", f"RLIMIT_AS={memory}:{memory}", f"RLIMIT_FSIZE={fsize}:{fsize}",
+            "RLIMIT_NOFILE=256:256", "RLIMIT_CORE=0:0"]
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -657,12 +657,13 @@ def evoprompt(
 def losslab(
     candidates: int = typer.Option(10, "--candidates", "-n", help="losses the model proposes"),
     baselines: str = typer.Option("dpo,ipo,slic,kto,lrml,cdpo", "--baselines", help="built-in losses scored first"),
-    steps: int = typer.Option(300, "--steps", help="training steps per loss on the synthetic task"),
-    beta: float = typer.Option(0.1, "--beta"),
-    seeds: str = typer.Option("0,1,2", "--seeds", help="fitness is the mean over these synthetic problems"),
-    kl_budget: float = typer.Option(1.0, "--kl-budget", help="fitness: reward gained with KL at most this"),
-    timeout: float = typer.Option(120.0, "--timeout", help="seconds per candidate in the sandbox"),
-    memory: int = typer.Option(2048, "--memory-mb", help="address-space limit per candidate"),
+    fitness: str = typer.Option("synthetic", "--fitness", help="synthetic (seconds a loss) | lm (SmolLM2, minutes a loss)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training steps per loss (default: 300 synthetic, 40 lm)"),
+    beta: Optional[float] = typer.Option(None, "--beta", help="default 0.1"),
+    kl_budget: Optional[float] = typer.Option(None, "--kl-budget", help="fitness: reward gained with KL at most this"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="synthetic: fitness is the mean over these problems (0,1,2)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="seconds per candidate (default: 120 synthetic, 3600 lm)"),
+    memory: Optional[int] = typer.Option(None, "--memory-mb", help="address-space limit per candidate (2 GB / 16 GB)"),
     seed: int = typer.Option(0, "--seed", help="the proposer's sampling seed"),
     model: Optional[str] = ModelOpt,
     backend: Optional[str] = BackendOpt,
@@ -677,12 +678,13 @@ def losslab(
     s = _settings()
     config = None
     if not resume:
+        task = {k: v for k, v in {"steps": steps, "beta": beta, "kl_budget": kl_budget}.items() if v is not None}
+        if seeds:
+            task["seeds"] = tuple(int(x) for x in seeds.split(",") if x.strip())
         try:
-            config = LossLabConfig(
-                candidates=candidates, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
-                timeout_s=timeout, memory_mb=memory, seed=seed,
-                synthetic={"steps": steps, "beta": beta, "kl_budget": kl_budget,
-                           "seeds": tuple(int(x) for x in seeds.split(",") if x.strip())})
+            config = LossLabConfig(candidates=candidates, fitness=fitness, timeout_s=timeout, memory_mb=memory, seed=seed,
+                                   baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+                                   **{"lm" if fitness == "lm" else "synthetic": task})
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
     run_losslab(s, _store(s), config, model=model, backend=backend, resume=resume, out_file=out_file, plot=plot,

@@ -42,7 +42,7 @@ def execute(settings, store: RunStore, config: LossLabConfig | None, *, model: s
             llm = settings.open_llm(spec["model"], backend=spec["backend"], sink=store.record_call)
         verdicts = Memo(settings.data_dir / "losslab" / "verdicts.db")
         try:
-            result = run(config, llm, cache=verdicts, on_event=emit, resume=state,
+            result = run(config, llm, cache=verdicts, on_event=emit, resume=state, data_dir=settings.data_dir,
                          checkpoint=lambda i, s: store.save_checkpoint(run_id, i, s))
         finally:
             verdicts.close()

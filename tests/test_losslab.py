@@ -290,3 +290,33 @@ def test_the_cli_and_a_config_file_run_and_record_the_builtins(tmp_path):
     assert bad.returncode != 0 and "synthetic.steps" in bad.stderr and "Traceback" not in bad.stderr
     bad = subprocess.run(cli + ["losslab", "--baselines", "dpo,nope"], env=env, capture_output=True, text=True, timeout=240)
     assert bad.returncode != 0 and "'dpo', 'ipo'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_reward_model_tells_fresh_from_rotten_on_snippets_it_never_saw():
+    from agents.losslab.lm import Sentiment, snippets
+
+    texts, labels = snippets(0)
+    reward = Sentiment(texts[1000:], labels[1000:])
+    p = reward(texts[:1000])
+    accuracy = sum((x > 0.5) == bool(y) for x, y in zip(p, labels[:1000])) / 1000
+    assert accuracy > 0.7
+    assert reward(["a wonderful, moving, brilliant film"])[0] > 0.5 > reward(["a dull, tedious mess"])[0]
+
+
+@pytest.mark.model
+def test_the_language_model_task_trains_smollm2_in_the_sandbox(with_model, tmp_path):
+    from agents.losslab.config import LMConfig
+
+    lm = LMConfig(prompts=4, eval_prompts=2, new_tokens=8, steps=2, batch=2, eval_every=1, kl_budget=100.0)
+    cfg = LossLabConfig(candidates=0, baselines=("dpo",), fitness="lm", lm=lm)
+    memo = Memo(tmp_path / "v.db")
+    v = judge(losses.source("dpo"), cfg, memo, data_dir=with_model)
+    assert v.valid, v.error
+    [tr] = v.trajectories
+    assert [s for s, _, _ in tr] == [0, 1, 2]
+    assert tr[0][1] == pytest.approx(0.0, abs=1e-4)  # the policy starts as the reference
+    assert all(0.0 <= r <= 1.0 for _, _, r in tr)
+    res = run(cfg, None, cache=memo, data_dir=with_model)  # the loop reads the verdict back
+    assert "trained 2 steps on sampled review continuations" in res.report()
+    with pytest.raises(LossLabError, match="not installed"):
+        run(cfg, None, data_dir=with_model / "nowhere")

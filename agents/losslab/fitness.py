@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from agents import sandbox
 from agents.losslab.config import LossLabConfig
 from agents.losslab.gate import GateError, check_source
+from agents.losslab.trace import LossLabError
 from agents.memo import Memo, digest
 
 STDERR_TAIL = 1500  # characters of the sandbox's stderr sent back with a failure
@@ -25,25 +27,45 @@ class Verdict:
     seconds: float = 0.0
 
 
-def judge(code: str, config: LossLabConfig, cache: Memo | None = None) -> Verdict:
+def judge(code: str, config: LossLabConfig, cache: Memo | None = None, data_dir: Path | None = None) -> Verdict:
+    """``data_dir``: where the catalog's weights are, for the language-model task."""
     try:
         check_source(code)  # reads the code without running it: a malformed proposal costs no subprocess
     except GateError as e:
         return Verdict(False, "load", str(e))
-    key = digest("losslab-verdict", 1, code, config.synthetic.model_dump(mode="json"))
+    key = digest("losslab-verdict", 2, code, config.fitness, config.task.model_dump(mode="json"))
     if cache is not None and (hit := cache.get(key)) is not None:
         return Verdict(**hit)
-    verdict = _in_sandbox(code, config)
+    verdict = _in_sandbox(code, config, data_dir)
     if cache is not None and verdict.stage != "sandbox":  # a timeout may be the machine's fault: try again next time
         cache.put(key, asdict(verdict))
     return verdict
 
 
-def _in_sandbox(code: str, config: LossLabConfig) -> Verdict:
-    job = {"code": code, "synthetic": config.synthetic.model_dump(mode="json")}
+def weights(config: LossLabConfig, data_dir: Path | None) -> str | None:
+    """The language-model task's GGUF, checked before any candidate is judged."""
+    if config.fitness != "lm":
+        return None
+    from local_models import catalog
+
+    model = catalog.CATALOG.get(config.lm.model)
+    if model is None or model.arch != "llama":
+        llamas = ", ".join(m.name for m in catalog.CATALOG.values() if m.arch == "llama")
+        raise LossLabError(f"the language-model task needs a llama-architecture catalog model ({llamas}), "
+                           f"not {config.lm.model!r}")
+    if data_dir is None or not catalog.is_installed(model, Path(data_dir)):
+        raise LossLabError(f"{model.name} is not installed: conclave models pull {model.name}")
+    return str(catalog.weights_path(model, Path(data_dir)))
+
+
+def _in_sandbox(code: str, config: LossLabConfig, data_dir: Path | None) -> Verdict:
+    job = {"code": code, "fitness": config.fitness, "task": config.task.model_dump(mode="json"),
+           "weights": weights(config, data_dir)}
+    seconds, memory = config.limits
+    threads = config.lm.threads if config.fitness == "lm" else 1
     out = sandbox.run_python(["-m", "agents.losslab.worker"], files={"job.json": json.dumps(job)},
                              collect=("result.json",),
-                             limits=sandbox.Limits(timeout_s=config.timeout_s, memory_mb=config.memory_mb))
+                             limits=sandbox.Limits(timeout_s=seconds, memory_mb=memory, threads=threads))
     if "result.json" not in out.files:
         return Verdict(False, "sandbox", out.failure()[-STDERR_TAIL:], seconds=out.wall_s)
     r = json.loads(out.files["result.json"])

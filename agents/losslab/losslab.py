@@ -13,13 +13,14 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import prompts
 from agents.llm import LLM, UnsupportedFeature
 from agents.losslab import losses
 from agents.losslab.config import LossLabConfig
-from agents.losslab.fitness import Verdict, judge
+from agents.losslab.fitness import Verdict, judge, weights
 from agents.losslab.gate import REQUIRED
 from agents.losslab.trace import Candidate, LossLabError, LossLabResult
 from agents.memo import Memo
@@ -77,13 +78,14 @@ def _clean_name(name: str) -> str:
 
 
 def run(config: LossLabConfig, llm: LLM | None, *, cache: Memo | None = None, on_event: Event | None = None,
-        checkpoint: Checkpoint | None = None, resume: dict | None = None) -> LossLabResult:
+        checkpoint: Checkpoint | None = None, resume: dict | None = None, data_dir: Path | None = None) -> LossLabResult:
     """``llm`` proposes (None only with ``candidates = 0``: the built-ins alone). ``cache``
     keeps verdicts across runs. ``checkpoint(i, state)`` follows every judged candidate;
-    ``resume`` is such a state."""
+    ``resume`` is such a state. ``data_dir`` holds the weights the language-model task trains."""
     emit = on_event or (lambda e: None)
     if config.candidates and llm is None:
         raise LossLabError("proposing losses needs a model")
+    weights(config, data_dir)  # a missing model fails now, not inside every candidate
     t0 = time.perf_counter()
     state = _restore(config, resume) if resume else {"candidates": [], "tokens": 0, "wall_s": 0.0}
     done: list[Candidate] = state["candidates"]
@@ -108,7 +110,7 @@ def run(config: LossLabConfig, llm: LLM | None, *, cache: Memo | None = None, on
         if any(c.origin == "builtin" and c.name == name for c in done):
             continue
         code = losses.source(name)
-        add(_candidate(len(done), "builtin", name, code, judge(code, config, cache)))
+        add(_candidate(len(done), "builtin", name, code, judge(code, config, cache, data_dir)))
     dpo = next((c for c in done if c.name == "dpo" and c.origin == "builtin" and c.valid), None)
     archive = [c for c in done if c.origin == "builtin"]
     messages = _conversation(config, archive)
@@ -127,7 +129,7 @@ def run(config: LossLabConfig, llm: LLM | None, *, cache: Memo | None = None, on
         except ProposalError as e:
             c = _candidate(len(done), "proposed", "unparsed", "", Verdict(False, "parse", str(e)))
         else:
-            c = _candidate(len(done), "proposed", p.name, p.code, judge(p.code, config, cache), p.thought)
+            c = _candidate(len(done), "proposed", p.name, p.code, judge(p.code, config, cache, data_dir), p.thought)
         c.reply = reply.text
         add(c)
         messages += _exchange(c, dpo)
@@ -141,6 +143,13 @@ def _candidate(index: int, origin: str, name: str, code: str, v: Verdict, though
 
 
 def _task_text(config: LossLabConfig) -> str:
+    if config.fitness == "lm":
+        m = config.lm
+        return (f"a small language model is fine-tuned with your loss for {m.steps} steps (beta = {m.beta}) on pairs "
+                f"of sampled movie-review continuations, the more positive one chosen by a sentiment classifier; "
+                f"fitness is the gain in the classifier's mean positive probability while the estimated "
+                f"KL(policy || reference) stays at most {m.kl_budget} nats. A loss that is not finite, has the wrong "
+                "shape or gives no gradient fails.")
     s = config.synthetic
     return (f"a small policy over {s.responses} candidate responses per prompt is trained with your loss for "
             f"{s.steps} steps (beta = {s.beta}) on {s.pairs} preference pairs labelled by a hidden reward; fitness is "

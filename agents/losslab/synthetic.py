@@ -66,6 +66,22 @@ def evaluate(policy: torch.nn.Module, pb: Problem) -> tuple[float, float]:
         return float((pi * pb.reward).sum(-1).mean()), float((pi * (logp - pb.ref_logp)).sum(-1).mean())
 
 
+def mean_loss(loss_fn, step: int, policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> torch.Tensor:
+    """The batch's mean loss; TrainingFailed says how the loss broke at this step, if it did."""
+    batch = len(policy_chosen)
+    try:
+        losses = loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+    except Exception as e:
+        raise TrainingFailed(f"step {step}: the loss raised {type(e).__name__}: {e}") from e
+    if not isinstance(losses, torch.Tensor) or losses.shape != (batch,):
+        shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+        raise TrainingFailed(f"step {step}: the loss returned {shape}, not a tensor of shape [batch] = ({batch},)")
+    loss = losses.mean()
+    if not torch.isfinite(loss):
+        raise TrainingFailed(f"step {step}: the loss is {loss.item()} (training diverged)")
+    return loss
+
+
 def train(loss_fn, c: SyntheticConfig, seed: int) -> list[tuple[int, float, float]]:
     """Train a copy of the reference with ``loss_fn``; the trajectory as (step, KL, reward)."""
     pb = problem(c, seed)
@@ -80,16 +96,7 @@ def train(loss_fn, c: SyntheticConfig, seed: int) -> list[tuple[int, float, floa
         p, ch, rj = batch[:, 0], batch[:, 1], batch[:, 2]
         logp = _logp(policy, pb.features[p])
         rows = torch.arange(c.batch)
-        try:
-            losses = loss_fn(logp[rows, ch], logp[rows, rj], pb.ref_logp[p, ch], pb.ref_logp[p, rj], c.beta)
-        except Exception as e:
-            raise TrainingFailed(f"step {step}: the loss raised {type(e).__name__}: {e}") from e
-        if not isinstance(losses, torch.Tensor) or losses.shape != (c.batch,):
-            shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
-            raise TrainingFailed(f"step {step}: the loss returned {shape}, not a tensor of shape [batch] = ({c.batch},)")
-        loss = losses.mean()
-        if not torch.isfinite(loss):
-            raise TrainingFailed(f"step {step}: the loss is {loss.item()} (training diverged)")
+        loss = mean_loss(loss_fn, step, logp[rows, ch], logp[rows, rj], pb.ref_logp[p, ch], pb.ref_logp[p, rj], c.beta)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -69,14 +69,8 @@ class LossLabResult:
         return cls(**(d | {"candidates": [Candidate(**c) for c in d["candidates"]]}))
 
     def report(self) -> str:
-        s = self.config["synthetic"]
         dpo, best = self.builtin("dpo"), self.best
-        lines = [
-            f"## Loss discovery ({len(self.proposed)} proposals by {self.proposer})",
-            "",
-            f"Fitness: the synthetic preference task, reward gain at KL ≤ {s['kl_budget']} as a share of the possible "
-            f"gain, mean of seeds {', '.join(map(str, s['seeds']))} (β = {s['beta']}, {s['steps']} steps).",
-        ]
+        lines = [f"## Loss discovery ({len(self.proposed)} proposals by {self.proposer})", "", self.fitness_text()]
         if self.validity is not None:
             lines.append(f"Valid proposals: {sum(c.valid for c in self.proposed)} of {len(self.proposed)} "
                          f"({self.validity:.0%}); {self.tokens:,} proposer tokens; {self.wall_s:.0f} s.")
@@ -93,6 +87,15 @@ class LossLabResult:
         for note in self.notes:
             lines += ["", f"_{note}_"]
         return "\n".join(lines)
+
+    def fitness_text(self) -> str:
+        if self.config.get("fitness") == "lm":
+            m = self.config["lm"]
+            return (f"Fitness: {m['model']} trained {m['steps']} steps on sampled review continuations (β = {m['beta']}), "
+                    f"the gain in mean P(positive) with estimated KL ≤ {m['kl_budget']} nats.")
+        s = self.config["synthetic"]
+        return (f"Fitness: the synthetic preference task, reward gain at KL ≤ {s['kl_budget']} as a share of the possible "
+                f"gain, mean of seeds {', '.join(map(str, s['seeds']))} (β = {s['beta']}, {s['steps']} steps).")
 
     def plot(self, path: Path) -> Path:
         import matplotlib.pyplot as plt
@@ -143,7 +146,8 @@ class LossLabResult:
                 t = c.trajectories[0]
                 fr.plot([x[1] for x in t], [x[2] for x in t], marker="." if c is best else None,
                         lw=2 if c is best else 1, alpha=1 if c is best else 0.7, label=c.name)
-        fr.axvline(self.config["synthetic"]["kl_budget"], ls=":", color="grey", label="KL budget")
+        fr.axvline(self.config[self.config.get("fitness", "synthetic")]["kl_budget"], ls=":", color="grey",
+                   label="KL budget")
         fr.set_xlabel("KL(π‖π_ref)")
         fr.set_ylabel("expected reward")
         fr.set_title("reward–KL path during training, seed 0", fontsize=9)

@@ -1,6 +1,6 @@
 """One candidate loss, judged inside the sandbox: ``python -I -m agents.losslab.worker``.
 
-Reads ``job.json`` ({"code", "synthetic"}) from the working directory, and writes
+Reads ``job.json`` ({"code", "fitness", "task", "weights"}) from the working directory, and writes
 ``result.json``: the stage reached (load, gate, train, done), the error if one stopped it,
 and the fitness with its per-seed values and trajectories. A crash the worker cannot catch
 (a kill, a limit) leaves no result; the caller then reports the sandbox's stderr.
@@ -19,9 +19,8 @@ def judge(job: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from agents.losslab.config import SyntheticConfig
     from agents.losslab.gate import GateError, check_function, check_source
-    from agents.losslab.synthetic import TrainingFailed, headroom, reward_at_kl, train
+    from agents.losslab.synthetic import TrainingFailed
 
     torch.set_num_threads(1)
     out = {"stage": "load", "error": None}
@@ -33,12 +32,7 @@ def judge(job: dict) -> dict:
         out["stage"] = "gate"
         check_function(fn)
         out["stage"] = "train"
-        c = SyntheticConfig(**job["synthetic"])
-        per_seed, trajectories = [], []
-        for seed in c.seeds:
-            tr = train(fn, c, seed)
-            trajectories.append(tr)
-            per_seed.append(reward_at_kl(tr, c.kl_budget) / headroom(c, seed))
+        per_seed, trajectories = (_synthetic if job["fitness"] == "synthetic" else _lm)(fn, job)
         out |= {"stage": "done", "fitness": statistics.fmean(per_seed), "per_seed": per_seed,
                 "trajectories": trajectories}
     except (GateError, TrainingFailed) as e:
@@ -46,6 +40,29 @@ def judge(job: dict) -> dict:
     except Exception:
         out["error"] = _short_traceback()
     return out
+
+
+def _synthetic(fn, job: dict) -> tuple[list[float], list]:
+    from agents.losslab.config import SyntheticConfig
+    from agents.losslab.synthetic import headroom, reward_at_kl, train
+
+    c = SyntheticConfig(**job["task"])
+    per_seed, trajectories = [], []
+    for seed in c.seeds:
+        tr = train(fn, c, seed)
+        trajectories.append(tr)
+        per_seed.append(reward_at_kl(tr, c.kl_budget) / headroom(c, seed))
+    return per_seed, trajectories
+
+
+def _lm(fn, job: dict) -> tuple[list[float], list]:
+    from agents.losslab.config import LMConfig
+    from agents.losslab.lm import Experiment
+    from agents.losslab.synthetic import reward_at_kl
+
+    c = LMConfig(**job["task"])
+    tr = Experiment(c, job["weights"]).train(fn, c.beta)
+    return [reward_at_kl(tr, c.kl_budget)], [tr]
 
 
 def _short_traceback() -> str:

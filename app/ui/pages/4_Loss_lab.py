@@ -23,20 +23,26 @@ with st.form("losslab"):
         model = st.selectbox("Proposer", model_choices())
         candidates = st.number_input("Proposals", 0, 1000, 10, help="0 scores the built-in losses alone")
         baselines = st.multiselect("Built-in losses in the archive", list(BUILTIN), default=list(BUILTIN))
-        timeout = st.number_input("Seconds per candidate", 5, 86_400, 120)
+        timeout = st.number_input("Seconds per candidate (0: 120 s synthetic, 3600 s language model)", 0, 86_400, 0)
     with right:
-        steps = st.number_input("Training steps", 1, 100_000, 300)
+        fitness = st.radio("Fitness", ["synthetic", "lm"], horizontal=True,
+                           format_func={"synthetic": "synthetic task (seconds a loss)",
+                                        "lm": "SmolLM2 on review continuations (minutes a loss)"}.get)
+        steps = st.number_input("Training steps", 1, 100_000, 300, help="the language-model task: try 40")
         beta = st.number_input("β", 0.001, 100.0, 0.1, format="%.3f")
-        kl_budget = st.number_input("KL budget", 0.01, 100.0, 1.0, help="fitness: the reward gained with KL at most this")
-        seeds = st.text_input("Seeds", "0,1,2", help="synthetic problems; fitness is the mean over them")
+        kl_budget = st.number_input("KL budget", 0.01, 100.0, 1.0,
+                                    help="fitness: the reward gained with KL at most this (the language model: nats)")
+        seeds = st.text_input("Seeds", "0,1,2", help="synthetic task: fitness is the mean over these problems")
         seed = st.number_input("Proposer seed", 0, 2**31 - 1, 0)
     submitted = st.form_submit_button("Discover", type="primary")
 
 if submitted:
     try:
-        config = LossLabConfig(candidates=candidates, baselines=tuple(baselines), timeout_s=timeout, seed=seed,
-                               synthetic={"steps": steps, "beta": beta, "kl_budget": kl_budget,
-                                          "seeds": tuple(int(x) for x in seeds.split(",") if x.strip())})
+        task = {"steps": steps, "beta": beta, "kl_budget": kl_budget}
+        if fitness == "synthetic":
+            task["seeds"] = tuple(int(x) for x in seeds.split(",") if x.strip())
+        config = LossLabConfig(candidates=candidates, baselines=tuple(baselines), timeout_s=timeout or None, seed=seed,
+                               fitness=fitness, **{fitness: task})
     except (ValidationError, ValueError) as e:
         st.error(f"Not started: {e}")
     else:
