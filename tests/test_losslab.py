@@ -304,6 +304,7 @@ def test_the_reward_model_tells_fresh_from_rotten_on_snippets_it_never_saw():
 
 
 @pytest.mark.model
+@pytest.mark.timeout(900)  # loading SmolLM2 into transformers and sampling, on two cores
 def test_the_language_model_task_trains_smollm2_in_the_sandbox(with_model, tmp_path):
     from agents.losslab.config import LMConfig
 

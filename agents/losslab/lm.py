@@ -16,6 +16,7 @@ The trajectory is a list of (step, KL, reward), the shape the synthetic task giv
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ def load(weights: Path, threads: int):
     weights = Path(weights)
     tok = AutoTokenizer.from_pretrained(weights.parent, gguf_file=weights.name)
     ref = AutoModelForCausalLM.from_pretrained(weights.parent, gguf_file=weights.name, dtype=torch.float32).eval()
-    policy = AutoModelForCausalLM.from_pretrained(weights.parent, gguf_file=weights.name, dtype=torch.float32)
+    policy = copy.deepcopy(ref).train()  # dequantizing the GGUF once is the slow part of loading
     for p in ref.parameters():
         p.requires_grad_(False)
     policy.get_input_embeddings().weight.requires_grad_(False)  # tied to the output head in SmolLM2
