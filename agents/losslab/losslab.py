@@ -113,15 +113,14 @@ def run(config: LossLabConfig, llm: LLM | None, *, cache: Memo | None = None, on
         add(_candidate(len(done), "builtin", name, code, judge(code, config, cache, data_dir)))
     dpo = next((c for c in done if c.name == "dpo" and c.origin == "builtin" and c.valid), None)
     archive = [c for c in done if c.origin == "builtin"]
-    messages = _conversation(config, archive)
+    ref, messages = _conversation(config, archive)
     for c in done:
         if c.origin == "proposed":
             messages += _exchange(c, dpo)
-    stopped = "candidates"
     while sum(c.origin == "proposed" for c in done) < config.candidates:
         n = sum(c.origin == "proposed" for c in done)
         emit({"kind": "proposing", "proposal": n + 1, "candidates": config.candidates})
-        reply = llm.chat(_fit(llm, messages, config), prompt_ref=messages[0].get("ref"), temperature=config.temperature,
+        reply = llm.chat(_fit(llm, messages, config), prompt_ref=ref, temperature=config.temperature,
                          max_tokens=config.max_tokens, seed=config.seed + n)
         tokens += reply.usage.total_tokens
         try:
@@ -134,7 +133,7 @@ def run(config: LossLabConfig, llm: LLM | None, *, cache: Memo | None = None, on
         add(c)
         messages += _exchange(c, dpo)
     return LossLabResult(config.model_dump(mode="json"), llm.model if llm is not None else "-", done, tokens,
-                         wall_before + time.perf_counter() - t0, stopped)
+                         wall_before + time.perf_counter() - t0)
 
 
 def _candidate(index: int, origin: str, name: str, code: str, v: Verdict, thought: str = "") -> Candidate:
@@ -157,13 +156,13 @@ def _task_text(config: LossLabConfig) -> str:
             f"possible gain. A loss that is not finite, has the wrong shape or gives no gradient fails.")
 
 
-def _conversation(config: LossLabConfig, archive: list[Candidate]) -> list[dict]:
+def _conversation(config: LossLabConfig, archive: list[Candidate]) -> tuple[str, list[dict]]:
+    """The template's id@version, and its first two turns: the task, then the archive."""
     entries = [{"name": c.name, "code": c.code, "fitness": None if c.fitness is None else round(c.fitness, 4)}
                for c in archive]
     r = prompts.render("losslab_propose", signature=REQUIRED, task=_task_text(config),
                        archive=json.dumps(entries, indent=1))
-    # the template's ref rides on the first message, for the call log; _fit strips it
-    return [dict(r.messages[0], ref=r.ref)] + r.messages[1:]
+    return r.ref, list(r.messages)
 
 
 def _exchange(c: Candidate, dpo: Candidate | None) -> list[dict]:
@@ -180,8 +179,7 @@ def _stage_words(stage: str) -> str:
 def _fit(llm: LLM, messages: list[dict], config: LossLabConfig) -> list[dict]:
     """The conversation trimmed to the model's context: the system turn and the archive always,
     then as many of the latest exchanges as fit beside the answer's budget."""
-    msgs = [{k: v for k, v in m.items() if k != "ref"} for m in messages]
-    head, rest = msgs[:2], msgs[2:]
+    head, rest = messages[:2], messages[2:]
     try:
         room = llm.context_length - config.max_tokens
         while rest and llm.count_tokens(head + rest) > room:

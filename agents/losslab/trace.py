@@ -38,7 +38,6 @@ class LossLabResult:
     candidates: list[Candidate]
     tokens: int
     wall_s: float
-    stopped: str  # candidates | error
     notes: list[str] = field(default_factory=list)
 
     @property
