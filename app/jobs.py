@@ -189,35 +189,38 @@ def scheduler(settings, store, *, sync_every: float = 5.0) -> None:
     changed or removed while this runs are picked up within ``sync_every`` seconds. APScheduler
     keeps its next fire times in ``<data_dir>/jobs/schedule.db``, so a restart catches up on
     runs it missed (at most one each: ``coalesce``)."""
-    from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.schedulers.background import BackgroundScheduler
 
     path = settings.data_dir / "jobs" / "schedule.db"
     path.parent.mkdir(parents=True, exist_ok=True)
-    sched = BlockingScheduler(jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{path}"), "local": MemoryJobStore()},
-                              job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
+    sched = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{path}")},
+                                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
 
     def sync() -> None:
         wanted = store.jobs()
-        for j in sched.get_jobs(jobstore="default"):
+        for j in sched.get_jobs():
             if j.id not in wanted:
-                sched.remove_job(j.id, jobstore="default")
+                sched.remove_job(j.id)
                 print(f"job {j.id}: removed", flush=True)
         for name, spec in wanted.items():
-            current = sched.get_job(name, jobstore="default")
+            current = sched.get_job(name)
             if current is None or current.kwargs.get("spec") != spec:
                 job = Job(**spec)
-                sched.add_job(fire, job.trigger(), id=name, name=name, jobstore="default", replace_existing=True,
+                sched.add_job(fire, job.trigger(), id=name, name=name, replace_existing=True,
                               kwargs={"name": name, "data_dir": str(settings.data_dir), "spec": spec})
                 print(f"job {name}: scheduled, {job.when}", flush=True)
 
-    sync()
-    sched.add_job(sync, "interval", seconds=sync_every, id="conclave-sync", jobstore="local")
+    # Syncing runs here, on the main thread, never on the scheduler's workers: shutdown holds the
+    # job-store lock while it waits for its workers, so a worker that wants that lock (as a sync
+    # does) would wait for ever, and Ctrl-C would hang. Started before the first sync, so that a
+    # job already in schedule.db keeps its stored next run time (and a missed run is caught up).
+    sched.start()
     try:
-        sched.start()
+        while True:
+            sync()
+            time.sleep(sync_every)
     except (KeyboardInterrupt, SystemExit):
         pass
-    finally:  # stop the executors (after the runs in flight finish), or the process lingers on their threads
-        if sched.running:
-            sched.shutdown(wait=True)
+    finally:  # stop the executors after the runs in flight finish, or the process lingers on their threads
+        sched.shutdown(wait=True)
