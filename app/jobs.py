@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -185,8 +186,9 @@ def fire(name: str, data_dir: str, spec: dict) -> int:
 
 
 def scheduler(settings, store, *, sync_every: float = 5.0) -> None:
-    """Run every job on its schedule until interrupted. The jobs table is the truth: jobs added,
-    changed or removed while this runs are picked up within ``sync_every`` seconds. APScheduler
+    """Run every job on its schedule until interrupted (Ctrl-C) or terminated (SIGTERM). The jobs
+    table is the truth: jobs added, changed or removed while this runs are picked up within
+    ``sync_every`` seconds. APScheduler
     keeps its next fire times in ``<data_dir>/jobs/schedule.db``, so a restart catches up on
     runs it missed (at most one each: ``coalesce``)."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -215,6 +217,9 @@ def scheduler(settings, store, *, sync_every: float = 5.0) -> None:
     # job-store lock while it waits for its workers, so a worker that wants that lock (as a sync
     # does) would wait for ever, and Ctrl-C would hang. Started before the first sync, so that a
     # job already in schedule.db keeps its stored next run time (and a missed run is caught up).
+    # SIGTERM (a service manager's stop) ends it as Ctrl-C does; SIGINT alone is not enough, since
+    # a process started in the background of a script inherits SIGINT ignored
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sched.start()
     try:
         while True:

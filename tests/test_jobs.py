@@ -113,7 +113,7 @@ def test_the_scheduler_runs_a_job_on_time_and_never_twice_at_once(data, tmp_path
         while len([r for r in store.job_runs("evo") if r.status == "done"]) < 2 and time.time() < deadline:
             time.sleep(0.5)
     finally:
-        sched.send_signal(signal.SIGINT)
+        sched.send_signal(signal.SIGTERM)  # not SIGINT: a suite started in the background has it ignored
         log = sched.communicate(timeout=60)[0]
     runs = sorted(store.job_runs("evo"), key=lambda r: r.created_at)
     assert len(runs) >= 2 and all(r.status == "done" for r in runs), log
