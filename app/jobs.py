@@ -188,9 +188,9 @@ def fire(name: str, data_dir: str, spec: dict) -> int:
 def scheduler(settings, store, *, sync_every: float = 5.0) -> None:
     """Run every job on its schedule until interrupted (Ctrl-C) or terminated (SIGTERM). The jobs
     table is the truth: jobs added, changed or removed while this runs are picked up within
-    ``sync_every`` seconds. APScheduler
-    keeps its next fire times in ``<data_dir>/jobs/schedule.db``, so a restart catches up on
-    runs it missed (at most one each: ``coalesce``)."""
+    ``sync_every`` seconds. APScheduler keeps its next fire times in
+    ``<data_dir>/jobs/schedule.db``, so a restart catches up on runs it missed (at most one
+    each: ``coalesce``)."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
