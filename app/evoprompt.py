@@ -57,14 +57,10 @@ def execute(settings, store: RunStore, config: EvoConfig | None, spec: dict | No
     state = None
     if resume:
         try:
-            old = store.find_run(resume)
+            old, state = store.resumable(resume, "evoprompt")
         except KeyError as e:
             raise EvoError(str(e).strip("'\"")) from None
-        if old.workflow != "evoprompt":
-            raise EvoError(f"run {old.id[:8]} is a {old.workflow} run, not an EvoPrompt run")
         config, spec = EvoConfig(**old.config["evoprompt"]), old.config["spec"]
-        saved = store.checkpoint(old.id)
-        state = saved[1] if saved else None
         resume = old.id
     task = load_task(spec)  # bad data fails here, before a model is loaded or a run recorded
     with store.run("evoprompt", {"evoprompt": config.model_dump(), "spec": spec}, resume=resume) as run_id:

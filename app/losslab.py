@@ -25,14 +25,10 @@ def execute(settings, store: RunStore, config: LossLabConfig | None, *, model: s
     spec = {"model": model or settings.model, "backend": backend}
     if resume:
         try:
-            old = store.find_run(resume)
+            old, state = store.resumable(resume, "losslab")
         except KeyError as e:
             raise LossLabError(str(e).strip("'\"")) from None
-        if old.workflow != "losslab":
-            raise LossLabError(f"run {old.id[:8]} is a {old.workflow} run, not a loss-discovery run")
         config, spec = LossLabConfig(**old.config["losslab"]), old.config["spec"]
-        saved = store.checkpoint(old.id)
-        state = saved[1] if saved else None
         resume = old.id
     with store.run("losslab", {"losslab": config.model_dump(mode="json"), "spec": spec}, resume=resume) as run_id:
         emit({"kind": "run", "run_id": run_id, "candidates": config.candidates, "baselines": len(config.baselines)})

@@ -252,6 +252,15 @@ class RunStore:
             conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", (run_id, step, json.dumps(state), now))
             conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (now, run_id))
 
+    def resumable(self, prefix: str, workflow: str) -> tuple[Run, Any | None]:
+        """A stopped run of ``workflow`` to resume, and the state of its latest checkpoint (None
+        if it has none). KeyError, in words a user can read, if there is no such run."""
+        run = self.find_run(prefix)
+        if run.workflow != workflow:
+            raise KeyError(f"run {run.id[:8]} is a {run.workflow} run; only a {workflow} run resumes here")
+        saved = self.checkpoint(run.id)
+        return run, saved[1] if saved else None
+
     def checkpoint(self, run_id: str) -> tuple[int, Any] | None:
         """(step, state) of the run's latest checkpoint, or None."""
         row = self._conn().execute("SELECT step, state FROM checkpoints WHERE run_id = ?", (run_id,)).fetchone()
