@@ -456,7 +456,7 @@ def mapreduce_extract(files: list[Path] = FilesArg, schema: Path = typer.Option(
 
 @app.command("run")
 def run_workflow(
-    workflow: str = typer.Argument(..., help="evoprompt | mapreduce | flare | losslab"),
+    workflow: str = typer.Argument(..., help="evoprompt | mapreduce | flare | losslab | figure"),
     config: Path = typer.Option(..., "--config", "-c", help="the workflow's settings, a TOML table (see app/workflows.py)"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="write the result (JSON)"),
 ):
@@ -540,7 +540,7 @@ def jobs_scheduler():
 
 @runs_app.command("list")
 def runs_list(
-    workflow: Optional[str] = typer.Option(None, "--workflow", "-w", help="evoprompt | mapreduce | flare | losslab | demo"),
+    workflow: Optional[str] = typer.Option(None, "--workflow", "-w", help="evoprompt | mapreduce | flare | losslab | figure | demo"),
     status: Optional[str] = typer.Option(None, "--status", help="running | done | failed"),
     limit: int = typer.Option(20, "--limit", "-n", help="how many, newest first"),
 ):
@@ -689,6 +689,38 @@ def losslab(
             raise typer.BadParameter(str(e)) from None
     run_losslab(s, _store(s), config, model=model, backend=backend, resume=resume, out_file=out_file, plot=plot,
                 console=out, status=err)
+
+
+@app.command()
+def figure(
+    request: str = typer.Argument(..., help="what the figure should show"),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="a CSV, TSV, JSON(L), Parquet or Excel file"),
+    series: Optional[str] = typer.Option(None, "--series", help="comma-separated series the figure must show "
+                                         "(default: the data's columns the request names)"),
+    iterations: int = typer.Option(3, "--iterations", "-n", help="code runs, the first draft included"),
+    coder: Optional[str] = typer.Option(None, "--coder", help="the coder's model (default: settings)"),
+    critic: Optional[str] = typer.Option(None, "--critic", help="the critic's model (default: the coder's)"),
+    backend: Optional[str] = BackendOpt,
+    critic_backend: Optional[str] = typer.Option(None, "--critic-backend", help="the critic's backend"),
+    image: bool = typer.Option(False, "--image", help="the critic sees the PNG (a vision model behind an endpoint)"),
+    timeout: float = typer.Option(60.0, "--timeout", help="seconds per code run in the sandbox"),
+    png: Path = typer.Option(Path("figure.png"), "--png", help="where the chosen figure goes"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write the result: every iteration's code, "
+                                            "critique, checklist and PNG (JSON)"),
+):
+    """Make a figure with a coder / critic / commander team: the code runs in the sandbox, the critic reviews."""
+    from agents.figure import FigureConfig
+    from app.figure import run_figure
+
+    s = _settings()
+    try:
+        config = FigureConfig(request=request, data=data, max_iterations=iterations, timeout_s=timeout,
+                              critic_sees="image" if image else "report",
+                              series=[x.strip() for x in (series or "").split(",") if x.strip()])
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    run_figure(s, _store(s), config, coder=coder, critic=critic, backend=backend, critic_backend=critic_backend,
+               png=png, out_file=out_file, console=out, status=err)
 
 
 @app.command()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 from agents.evoprompt import EvoResult
+from agents.figure import FigureResult
 from agents.flare.trace import FlareResult
 from agents.losslab import LossLabResult
 from agents.mapreduce import MapReduceResult
 from app.store import Run
 
-RESULTS = {"evoprompt": EvoResult, "mapreduce": MapReduceResult, "flare": FlareResult, "losslab": LossLabResult}
+RESULTS = {"evoprompt": EvoResult, "mapreduce": MapReduceResult, "flare": FlareResult, "losslab": LossLabResult,
+           "figure": FigureResult}
 
 
 def result(run: Run):

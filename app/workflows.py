@@ -8,11 +8,11 @@ own settings plus the models (and, per workflow, the task, files or question):
     population = 10                      question = "Who is X?"      method = "direct"
     evolver = "qwen2.5-coder-1.5b-instruct"  max_concurrency = 4
 
-    # losslab.toml: nested tables for nested settings
-    candidates = 10
-    model = "qwen2.5-coder-1.5b-instruct"
-    [synthetic]
-    steps = 300
+    # figure.toml                                   # losslab.toml: nested tables for nested settings
+    request = "Monthly sales by region"             candidates = 10
+    data = "sales.csv"                              model = "qwen2.5-coder-1.5b-instruct"
+    coder = "qwen2.5-coder-1.5b-instruct"           [synthetic]
+    critic = "smollm2-135m-instruct"                steps = 300
 
 Bad keys and values are refused, with what is known, before any model loads.
 """
@@ -82,6 +82,7 @@ EVOPROMPT_OWN = {"task", "kind", "verbalizer", "prompts", "text_field", "label_f
 MAPREDUCE_OWN = {"files", "model", "backend", "ray", "cache"}
 FLARE_OWN = {"question", "index", "search", "model", "backend"}
 LOSSLAB_OWN = {"model", "backend"}
+FIGURE_OWN = {"coder", "critic", "backend", "critic_backend"}
 
 
 def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
@@ -133,7 +134,19 @@ def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
                         lambda resume=None, on_event=None: losslab.execute(
                             settings, store, None if resume else config, resume=resume, **kw, on_event=on_event),
                         resumable=True)
+    if workflow == "figure":
+        from agents.figure import FigureConfig
+        from agents.figure.data import describe
+        from app import figure
+
+        config, own = _split(workflow, cfg, FigureConfig, FIGURE_OWN)
+        if config.data is not None:
+            describe(config.data)  # a bad data file fails now, not when the job fires
+        kw = {k: own.get(k) for k in FIGURE_OWN}
+        return Prepared(workflow, lambda resume=None, **io: figure.run_figure(settings, store, config, **kw, **io),
+                        lambda resume=None, on_event=None: figure.execute(settings, store, config, **kw,
+                                                                          on_event=on_event))
     raise WorkflowError(f"unknown workflow {workflow!r}; known: {', '.join(WORKFLOWS)}")
 
 
-WORKFLOWS = ("evoprompt", "mapreduce", "flare", "losslab")
+WORKFLOWS = ("evoprompt", "mapreduce", "flare", "losslab", "figure")

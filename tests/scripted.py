@@ -73,7 +73,7 @@ class ScriptedLLM(LLM):
             n_out += 1
             yield Chunk(piece[: max(cut - start, 0)], [TokenLogprob(piece, lp)] if req.params.logprobs else [])
             start += len(piece)
-        n_prompt = sum(len(m["content"].split()) for m in req.messages) if req.messages else len(req.prompt.split())
+        n_prompt = sum(len(_text(m["content"]).split()) for m in req.messages) if req.messages else len(req.prompt.split())
         yield Chunk("", [], finish, n_prompt, n_out)
 
     def _score(self, prompt: str, continuations: list[str]) -> list[ContinuationScore]:
@@ -84,3 +84,8 @@ class ScriptedLLM(LLM):
             lp = self.scores(prompt, c) if callable(self.scores) else self.scores.get(c, -10.0)
             out.append(ContinuationScore(c, lp, 1, (lp,), False, len(prompt.split())))
         return out
+
+
+def _text(content: str | list[dict]) -> str:
+    """A message's text; an OpenAI content list (text and image parts) counts its text parts."""
+    return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)

@@ -21,7 +21,7 @@ from local_models import catalog
 
 SHOTS = Path(os.environ.get("CONCLAVE_UI_SHOTS", Path(__file__).resolve().parents[1] / "artifacts" / "ui"))
 PAGES = {"": "Conclave", "EvoPrompt": "EvoPrompt", "Map-reduce": "Map-reduce", "FLARE": "FLARE", "Loss_lab": "Loss lab",
-         "Runs": "Runs",
+         "Figure_team": "Figure team", "Runs": "Runs",
          "Monitoring": "Monitoring", "Models": "Models"}  # url path: heading
 
 
@@ -97,7 +97,7 @@ def test_every_page_opens_without_an_error(ui, page):
         no_exception(page)
         shot(page, path or "home")
     # the navigation names every workflow
-    for name in ("Home", "EvoPrompt", "Map-reduce", "FLARE", "Loss lab", "Runs", "Monitoring", "Models"):
+    for name in ("Home", "EvoPrompt", "Map-reduce", "FLARE", "Loss lab", "Figure team", "Runs", "Monitoring", "Models"):
         assert page.get_by_test_id("stSidebarNav").get_by_text(name, exact=True).is_visible()
 
 
@@ -159,6 +159,39 @@ def test_loss_lab_scores_the_builtin_losses_in_the_sandbox(ui, page):
     [run] = RunStore(data / "conclave.db").list_runs("losslab")
     assert run.status == "done" and [c["name"] for c in run.result["candidates"]] == list(BUILTIN)
     assert all(c["valid"] for c in run.result["candidates"])
+
+
+def test_the_figure_team_runs_on_an_uploaded_file_and_a_run_renders_its_figure(ui, page, tmp_path):
+    from agents.figure import FigureConfig, run
+    from app.store import RunStore
+    from tests.scripted import ScriptedLLM
+    from tests.test_figure import BARE, GOOD, fenced
+
+    url, data, _ = ui
+    csv = tmp_path / "weather.csv"
+    csv.write_text("date,temperature,humidity\n" + "".join(f"2024-01-{d:02d},{10 + d % 7},{50 + d % 5}\n"
+                                                          for d in range(1, 29)))
+    open_page(page, url, "Figure_team")
+    page.get_by_label("Request").fill("Plot temperature and humidity over time")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(csv))
+    page.get_by_label("Iterations", exact=True).fill("1")
+    page.get_by_role("button", name="Make the figure").click()
+    page.get_by_test_id("stMetric").filter(has_text="stopped").first.wait_for(timeout=300_000)
+    no_exception(page)
+    store = RunStore(data / "conclave.db")
+    [real] = store.list_runs("figure")
+    assert real.status == "done" and len(real.result["iterations"]) == 1
+    # a run whose coder did its job: the page shows the chosen figure and every iteration
+    with store.run("figure", {"figure": {"request": "r"}, "spec": {"coder": "scripted"}}) as run_id:
+        res = run(FigureConfig(request="Plot temperature and humidity over time", data=csv),
+                  ScriptedLLM([fenced(BARE), '{"issues": ["add a legend"], "verdict": "REVISE"}', fenced(GOOD),
+                               '{"issues": [], "verdict": "NO_ISSUES"}']))
+        store.finish_run(run_id, res.to_dict())
+    open_page(page, url, "Figure_team")
+    page.get_by_text("Final figure: iteration 1 (the critic found no issues)").first.wait_for(timeout=60_000)
+    page.locator('[data-testid="stImage"] img').first.wait_for(timeout=30_000)
+    no_exception(page)
+    shot(page, "figure-result")
 
 
 def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):

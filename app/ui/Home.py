@@ -35,6 +35,8 @@ st.page_link("pages/3_FLARE.py", label="FLARE: answer a question with active ret
              icon=":material/travel_explore:")
 st.page_link("pages/4_Loss_lab.py", label="Loss lab: a model proposes preference-optimisation losses; the sandbox "
              "trains and scores them", icon=":material/science:")
+st.page_link("pages/5_Figure_team.py", label="Figure team: a coder, a critic and a commander make a figure from a "
+             "request and a data file", icon=":material/insert_chart:")
 
 if active := registry().active():
     st.subheader("Running now")
