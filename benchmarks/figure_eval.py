@@ -32,7 +32,7 @@ def datasets(root: Path) -> dict[str, Path]:
     months = pd.date_range("2023-01-01", periods=12, freq="MS").strftime("%Y-%m")
     frames = {
         "temperature.csv": pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "temperature": np.round(
-            12 + 10 * np.sin((days.dayofyear - 110) / 365 * 2 * np.pi) + rng.normal(0, 2, len(days)), 1)}),
+            12 + 10 * np.sin((days.day_of_year - 110) / 365 * 2 * np.pi) + rng.normal(0, 2, len(days)), 1)}),
         "sales.csv": pd.DataFrame({"month": months, **{r: np.round(100 + 10 * np.arange(12) * k + rng.normal(0, 8, 12))
                                                        for r, k in (("north", 1.0), ("south", 0.5), ("east", 1.5))}}),
         "fruit.csv": pd.DataFrame({"fruit": ["apple", "banana", "cherry", "mango", "pear", "plum"],

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from scipy.stats import kendalltau, rankdata
 
@@ -77,7 +78,7 @@ def discovery(console: Console, settings, proposer: str, n: int, c: SyntheticCon
     def show(e: dict) -> None:
         if e["kind"] == "candidate":
             verdict = f"{e['fitness']:.4f}" if e["valid"] else f"failed at {e['stage']}: {(e['error'] or '').splitlines()[-1][:100]}"
-            console.print(f"  {e['origin']} {e['name']}: {verdict}")
+            console.print(f"  {e['origin']} {e['name']}: {verdict}", markup=False)
 
     try:
         res = run(config, llm, cache=memo, on_event=show)
@@ -91,7 +92,7 @@ def discovery(console: Console, settings, proposer: str, n: int, c: SyntheticCon
     for cand in res.proposed:
         table.add_row(str(cand.index), cand.name, cand.stage, "-" if cand.fitness is None else f"{cand.fitness:.4f}",
                       "-" if cand.fitness is None else f"{cand.fitness - dpo.fitness:+.4f}",
-                      (cand.error or "").strip().splitlines()[-1][:70] if cand.error else "")
+                      escape((cand.error or "").strip().splitlines()[-1][:70]) if cand.error else "")
     console.print(table)
     console.print(f"validity {sum(x.valid for x in res.proposed)}/{n}; best "
                   + (f"{best.name} {best.fitness:.4f} against dpo {dpo.fitness:.4f} ({best.fitness - dpo.fitness:+.4f})"

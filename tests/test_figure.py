@@ -105,6 +105,26 @@ def test_overlapping_tick_labels_are_caught_and_rotating_them_is_the_fix():
     assert check(rotated.report, ["count"]) == {k: True for k in ITEMS}
 
 
+def test_a_label_cut_off_at_the_edge_of_the_image_does_not_count():
+    code = """
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots()
+ax.bar(['United Kingdom of Great Britain %d' % i for i in range(8)], range(8), label='population')
+ax.set_title('t'); ax.set_xlabel('country'); ax.set_ylabel('population')
+ax.tick_params(axis='x', labelrotation=60)
+{fix}fig.savefig('figure.png'{tight})
+"""
+    cut = run_code(code.format(fix="", tight=""), None, LIMITS).report
+    assert cut["figure"]["axes"][0]["cut_off"] == ["x label", "x tick labels"]
+    assert not check(cut, ["population"])["title_and_labels"]
+    from agents.figure.checklist import describe as text
+
+    assert "cut off at the edge of the image: x label, x tick labels" in text(cut, check(cut, []), [])
+    for fix, tight in (("fig.tight_layout()\n", ""), ("", ", bbox_inches='tight'")):
+        fixed = run_code(code.format(fix=fix, tight=tight), None, LIMITS).report
+        assert fixed["figure"]["axes"][0]["cut_off"] == [] and check(fixed, ["population"]) == {k: True for k in ITEMS}
+
+
 def test_a_box_plot_is_one_series_and_an_errorbar_keeps_its_label():
     code = """
 import numpy as np, matplotlib.pyplot as plt

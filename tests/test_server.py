@@ -158,6 +158,23 @@ def test_autogen_two_agent_chat_through_the_server(server):
     assert all(isinstance(m.content, str) and m.content.strip() for m in result.messages[1:])
 
 
+def test_the_figure_team_runs_against_the_server_as_a_remote_endpoint(server, tmp_path):
+    """The team on the openai backend (the official client) against a real endpoint: our
+    server. Model calls cross HTTP; the figure code still runs only in the local sandbox."""
+    from agents.figure import FigureConfig, run
+
+    (tmp_path / "d.csv").write_text("x,y\n" + "".join(f"{i},{i * i}\n" for i in range(10)))
+    remote = OpenAILLM(MODEL, base_url=f"{server}/v1", timeout=300, max_retries=0)
+    try:
+        res = run(FigureConfig(request="Plot y against x", data=tmp_path / "d.csv", max_iterations=1,
+                               coder_max_tokens=200, critic_max_tokens=60), remote)
+    finally:
+        remote.close()
+    assert len(res.iterations) == 1 and res.tokens > 0 and res.coder == MODEL
+    assert [m["source"] for m in res.transcript][:3] == ["commander", "coder", "executor"]
+    assert res.transcript[-1]["source"] == "commander"
+
+
 def test_langchain_chat_openai_through_the_server(server, local):
     from langchain_openai import ChatOpenAI
 

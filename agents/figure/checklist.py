@@ -50,9 +50,11 @@ def check(report: dict | None, series: list[str]) -> dict[str, bool]:
     seen = " " + " ".join(_norm(w) for w in words if w) + " "
     out["series_present"] = all(f" {_norm(s)} " in seen for s in series)
     single = len(axes) == 1
+    # a label cut off at the image's edge is not there for a reader
     out["title_and_labels"] = all(
-        (ax["title"] or (single and fig["suptitle"]))
-        and (ax["xlabel"] and ax["ylabel"] or all(s["kind"] in _NO_AXES for s in ax["series"]))
+        (ax["title"] and "title" not in ax["cut_off"] or (single and fig["suptitle"]))
+        and (ax["xlabel"] and ax["ylabel"] and not {"x label", "y label"} & set(ax["cut_off"])
+             or all(s["kind"] in _NO_AXES for s in ax["series"]))
         for ax in axes)
     out["legend"] = all(len(plotted(ax)) < 2 or ax["legend"] or fig["legends"] for ax in axes)
     out["ticks_readable"] = all(ax["xticks_overlap"] == 0 and ax["yticks_overlap"] == 0 for ax in fig["axes"])
@@ -93,6 +95,8 @@ def describe(report: dict, checks: dict[str, bool], series: list[str]) -> str:
             lines.append(f"{kind} {i}: title {ax['title']!r}, x label {ax['xlabel']!r}, y label {ax['ylabel']!r}, "
                          f"legend {ax['legend'] if ax['legend'] else 'none'}")
             lines += [f"  - {_series_line(s)}" for s in ax["series"]] or ["  - no data drawn"]
+            if ax["cut_off"]:
+                lines.append(f"  cut off at the edge of the image: {', '.join(ax['cut_off'])} (use fig.tight_layout())")
             for axis in ("x", "y"):
                 n = ax[f"{axis}ticks_overlap"]
                 shown = ax[f"{axis}ticks"]

@@ -23,12 +23,13 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 TARGET = "figure.png"
-saved = []  # (figure, path), in call order
+saved = []  # (figure, path, tight), in call order
 _savefig = Figure.savefig
 
 
 def _recording_savefig(self, fname, *args, **kwargs):
-    saved.append((self, os.fspath(fname) if isinstance(fname, (str, os.PathLike)) else "<file object>"))
+    tight = kwargs.get("bbox_inches", matplotlib.rcParams["savefig.bbox"]) == "tight"
+    saved.append((self, os.fspath(fname) if isinstance(fname, (str, os.PathLike)) else "<file object>", tight))
     return _savefig(self, fname, *args, **kwargs)
 
 
@@ -162,7 +163,19 @@ def _overlaps(labels, renderer) -> int:
     return n
 
 
-def _axes(ax, renderer) -> dict:
+def _cut(texts, renderer, edge) -> bool:
+    """Whether any of these texts runs past the edge of the saved image."""
+    if edge is None:
+        return False
+    for t in texts:
+        if t.get_visible() and t.get_text().strip():
+            bb = t.get_window_extent(renderer)
+            if bb.x0 < edge.x0 - 1 or bb.y0 < edge.y0 - 1 or bb.x1 > edge.x1 + 1 or bb.y1 > edge.y1 + 1:
+                return True
+    return False
+
+
+def _axes(ax, renderer, edge) -> dict:
     legend = ax.get_legend()
     ticks_x = sorted(ax.get_xticklabels(), key=lambda t: t.get_position()[0])
     ticks_y = sorted(ax.get_yticklabels(), key=lambda t: t.get_position()[1])
@@ -175,29 +188,36 @@ def _axes(ax, renderer) -> dict:
         "yticks": [t.get_text() for t in ticks_y if t.get_text()][:50],
         "xticks_overlap": _overlaps(ticks_x, renderer), "yticks_overlap": _overlaps(ticks_y, renderer),
         "colorbar": hasattr(ax, "_colorbar"),
+        "cut_off": [name for name, texts in (("title", [ax.title, ax._left_title, ax._right_title]),
+                                             ("x label", [ax.xaxis.label]), ("y label", [ax.yaxis.label]),
+                                             ("x tick labels", ticks_x), ("y tick labels", ticks_y))
+                    if _cut(texts, renderer, edge)],
     }
 
 
-def describe(fig) -> dict:
+def describe(fig, tight: bool) -> dict:
+    """``tight``: saved with bbox_inches="tight", which grows the image to hold every label."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
+    edge = None if tight else fig.bbox
     w, h = fig.get_size_inches()
     sup = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) else ""
     return {"size_in": [round(float(w), 2), round(float(h), 2)], "dpi": float(fig.dpi), "suptitle": sup,
             "legends": [t.get_text() for leg in fig.legends for t in leg.get_texts()],
-            "axes": [_axes(ax, renderer) for ax in fig.axes if ax.get_visible()]}
+            "axes": [_axes(ax, renderer, edge) for ax in fig.axes if ax.get_visible()]}
 
 
 def main(code_path: str) -> None:
     ran, error = run(code_path)
-    target = [fig for fig, path in saved if os.path.abspath(path) == os.path.abspath(TARGET)]
-    fig = target[-1] if target else saved[-1][0] if saved else plt.gcf() if plt.get_fignums() else None
-    report = {"ran": ran, "error": error, "saved": [path for _, path in saved],
+    target = [(fig, tight) for fig, path, tight in saved if os.path.abspath(path) == os.path.abspath(TARGET)]
+    last = target[-1] if target else saved[-1][::2] if saved else (plt.gcf(), False) if plt.get_fignums() else None
+    fig, tight = last if last else (None, False)
+    report = {"ran": ran, "error": error, "saved": [path for _, path, _ in saved],
               "written": os.path.isfile(TARGET), "bytes": os.path.getsize(TARGET) if os.path.isfile(TARGET) else 0,
               "figure": None}
     if fig is not None:
         try:
-            report["figure"] = describe(fig)
+            report["figure"] = describe(fig, tight)
         except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is described as such
             report["figure_error"] = f"{type(e).__name__}: {e}"
     with open("report.json", "w") as f:
