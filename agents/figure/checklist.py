@@ -36,29 +36,50 @@ def plotted(ax: dict) -> list[dict]:
 def check(report: dict | None, series: list[str]) -> dict[str, bool]:
     """Each item of ``ITEMS``: True when it holds. Items after the first two are judged on the
     figure written to figure.png; with none written they fail."""
+    return {k: not why for k, why in findings(report, series).items()}
+
+
+def findings(report: dict | None, series: list[str]) -> dict[str, list[str]]:
+    """Per item, what is wrong, each as an instruction the coder can act on; empty when it holds."""
     if report is None:
-        return {k: False for k in ITEMS}
+        return {k: ["no script ran"] for k in ITEMS}
     fig = report.get("figure") if report.get("written") else None
-    out = {"runs": bool(report["ran"]), "figure_written": bool(report["written"] and report["bytes"] > 0)}
+    out = {"runs": [] if report["ran"] else ["the script failed"],
+           "figure_written": [] if report["written"] and report["bytes"] > 0 else ["save it with plt.savefig('figure.png')"]}
     axes = _data_axes(fig) if fig else []
     if not axes:
-        return out | {k: False for k in ITEMS if k not in out}
+        return out | {k: ["no figure with data was written"] for k in ITEMS if k not in out}
     words = [fig["suptitle"], *fig["legends"]]
     for ax in axes:
         words += [ax["title"], ax["xlabel"], ax["ylabel"], *ax["legend"], *ax["xticks"], *ax["yticks"],
                   *(s["label"] or "" for s in ax["series"])]
     seen = " " + " ".join(_norm(w) for w in words if w) + " "
-    out["series_present"] = all(f" {_norm(s)} " in seen for s in series)
+    missing = [s for s in series if f" {_norm(s)} " not in seen]
+    out["series_present"] = [f"show and label the series {', '.join(missing)}"] if missing else []
     single = len(axes) == 1
-    # a label cut off at the image's edge is not there for a reader
-    out["title_and_labels"] = all(
-        (ax["title"] and "title" not in ax["cut_off"] or (single and fig["suptitle"]))
-        and (ax["xlabel"] and ax["ylabel"] and not {"x label", "y label"} & set(ax["cut_off"])
-             or all(s["kind"] in _NO_AXES for s in ax["series"]))
-        for ax in axes)
-    out["legend"] = all(len(plotted(ax)) < 2 or ax["legend"] or fig["legends"] for ax in axes)
-    out["ticks_readable"] = all(ax["xticks_overlap"] == 0 and ax["yticks_overlap"] == 0 for ax in fig["axes"])
-    return {k: bool(out[k]) for k in ITEMS}
+    out["title_and_labels"], out["legend"], out["ticks_readable"] = [], [], []
+    for i, ax in enumerate(fig["axes"], 1):
+        where = f" (axes {i})" if len(fig["axes"]) > 1 else ""
+        if ax in axes:
+            needs = [("title", ax["title"] or (single and fig["suptitle"]))]
+            if not all(s["kind"] in _NO_AXES for s in ax["series"]):
+                needs += [("x label", ax["xlabel"]), ("y label", ax["ylabel"])]
+            absent = [name for name, text in needs if not text]
+            # a label cut off at the image's edge is not there for a reader
+            cut = [name for name, text in needs if text and name in ax["cut_off"]]
+            if absent:
+                out["title_and_labels"].append(f"add the {' and the '.join(absent)}{where}")
+            if cut:
+                out["title_and_labels"].append(f"the {' and the '.join(cut)}{where} is cut off at the edge of the "
+                                               "image: call plt.tight_layout() before saving")
+            n = len(plotted(ax))
+            if n >= 2 and not ax["legend"] and not fig["legends"]:
+                out["legend"].append(f"add a legend: {n} series are drawn{where}")
+        for axis in ("x", "y"):
+            if ax[f"{axis}ticks_overlap"]:
+                out["ticks_readable"].append(f"{ax[f'{axis}ticks_overlap']} pairs of {axis} tick labels overlap{where}: "
+                                             "rotate them, or show fewer")
+    return out
 
 
 def score(checks: dict[str, bool]) -> float:
@@ -78,7 +99,7 @@ def _series_line(s: dict) -> str:
     return ", ".join(bits)
 
 
-def describe(report: dict, checks: dict[str, bool], series: list[str]) -> str:
+def describe(report: dict, series: list[str]) -> str:
     """The figure as text: what a critic without vision reviews, and what the coder reads back."""
     lines = []
     if not report["written"]:
@@ -96,7 +117,7 @@ def describe(report: dict, checks: dict[str, bool], series: list[str]) -> str:
                          f"legend {ax['legend'] if ax['legend'] else 'none'}")
             lines += [f"  - {_series_line(s)}" for s in ax["series"]] or ["  - no data drawn"]
             if ax["cut_off"]:
-                lines.append(f"  cut off at the edge of the image: {', '.join(ax['cut_off'])} (use fig.tight_layout())")
+                lines.append(f"  cut off at the edge of the image: {', '.join(ax['cut_off'])}")
             for axis in ("x", "y"):
                 n = ax[f"{axis}ticks_overlap"]
                 shown = ax[f"{axis}ticks"]
@@ -105,8 +126,9 @@ def describe(report: dict, checks: dict[str, bool], series: list[str]) -> str:
                                  + (f", {n} overlapping pairs" if n else ""))
     elif report.get("figure_error"):
         lines.append(f"The figure could not be drawn: {report['figure_error']}")
-    failed = [ITEMS[k] for k, ok in checks.items() if not ok and k != "runs"]
     if series:
         lines.append(f"Requested series: {', '.join(series)}.")
-    lines.append("Automatic checks: " + ("all pass." if not failed else "failing: " + "; ".join(failed) + "."))
+    failed = [(k, why) for k, why in findings(report, series).items() if why and k != "runs"]
+    lines.append("Automatic checks: all pass." if not failed else "Automatic checks failing:")
+    lines += [f"- {ITEMS[k]}: {'; '.join(why)}" for k, why in failed]
     return "\n".join(lines)

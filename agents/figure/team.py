@@ -86,7 +86,7 @@ class Executor(BaseChatAgent):
                         "in one ```python block.")
             else:
                 text = ("The script ran and wrote figure.png.\n" if run.status == "figure" else "") + describe(
-                    run.report, checks, series)
+                    run.report, series)
         self.board.iterations.append(it)
         self.board.on_event({"kind": "iteration", "index": index, "status": it.status, "score": it.score,
                              "checks": it.checks, "seconds": it.seconds})
