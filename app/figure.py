@@ -11,6 +11,7 @@ from rich.markdown import Markdown
 from rich.markup import escape
 
 from agents.figure import FigureConfig, FigureResult, run
+from agents.figure.data import describe
 from app.store import RunStore
 
 
@@ -20,6 +21,8 @@ def execute(settings, store: RunStore, config: FigureConfig, *, coder: str | Non
     defaults to the coder's model, loaded once. ``on_event`` gets {"kind": "run" | "loading"
     | "start" | "message" | "iteration" | "critique", ...}."""
     emit = on_event or (lambda e: None)
+    if config.data is not None:
+        describe(config.data)  # a bad data file fails before any model loads or any run is recorded
     coder = coder or settings.model
     spec = {"coder": coder, "critic": critic or coder, "backend": backend, "critic_backend": critic_backend}
     with store.run("figure", {"figure": config.model_dump(mode="json"), "spec": spec}) as run_id:

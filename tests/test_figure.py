@@ -357,6 +357,20 @@ def test_bad_config_is_refused(tmp_path):
         run(FigureConfig(request="x", data=tmp_path / "report.json"), ScriptedLLM([]))
 
 
+def test_the_cli_refuses_a_bad_data_file_before_loading_a_model_or_recording_a_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from app.store import RunStore
+
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "figure", "Plot x", "--data", str(tmp_path / "nope.csv")],
+                         env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "data file" in bad.stderr and "does not exist" in bad.stderr
+    assert "loading" not in bad.stderr and "Traceback" not in bad.stderr
+    assert RunStore(tmp_path / "data" / "conclave.db").list_runs("figure") == []
+
+
 # --- end to end, on the embedded model ---------------------------------------------------
 
 
