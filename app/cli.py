@@ -456,7 +456,7 @@ def mapreduce_extract(files: list[Path] = FilesArg, schema: Path = typer.Option(
 
 @app.command("run")
 def run_workflow(
-    workflow: str = typer.Argument(..., help="evoprompt | mapreduce | flare | losslab | figure"),
+    workflow: str = typer.Argument(..., help="evoprompt | mapreduce | flare | losslab | figure | legal_audit"),
     config: Path = typer.Option(..., "--config", "-c", help="the workflow's settings, a TOML table (see app/workflows.py)"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="write the result (JSON)"),
 ):
@@ -689,6 +689,51 @@ def losslab(
             raise typer.BadParameter(str(e)) from None
     run_losslab(s, _store(s), config, model=model, backend=backend, resume=resume, out_file=out_file, plot=plot,
                 console=out, status=err)
+
+
+@app.command()
+def audit(
+    systems: str = typer.Option("rag,closed_book", "--systems", "-s",
+                                help="systems under test, comma-separated: rag, closed_book, endpoint"),
+    model: Optional[str] = ModelOpt,
+    backend: Optional[str] = BackendOpt,
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="endpoint system: an OpenAI-compatible base URL (…/v1)"),
+    endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="endpoint system: the model id to ask for"),
+    endpoint_key_env: Optional[str] = typer.Option(None, "--endpoint-key-env", help="endpoint system: env var with its API key"),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="a folder with cases.jsonl and documents (default: the sample)"),
+    queries: Optional[Path] = typer.Option(None, "--queries", "-q", help="a query JSONL file (default: the sample's dev queries)"),
+    generate: int = typer.Option(0, "--generate", help="instead: this many queries per template, from the case table"),
+    category: Optional[str] = typer.Option(None, "--category", help="only these categories, comma-separated"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="at most this many queries per category"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="a judge model for what the rules leave open (default: none)"),
+    support: str = typer.Option("lexical", "--support", help="citation support: lexical | judge"),
+    k: int = typer.Option(4, "--k", help="rag: passages per question"),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="the longest answer a system may give"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="continue a stopped run (its id, or the first 8 characters)"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write every graded answer (JSON)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write the chart across systems as a PNG"),
+):
+    """Audit legal research systems for hallucinations (Magesh et al. 2024): correctness and groundedness."""
+    from agents.legal_audit import AuditConfig, SystemSpec
+    from app.legal_audit import run_audit
+
+    s = _settings()
+    config = None
+    if not resume:
+        try:
+            specs = []
+            for kind in (x.strip() for x in systems.split(",") if x.strip()):
+                if kind == "endpoint":
+                    specs.append(SystemSpec(name="endpoint", kind="endpoint", base_url=endpoint, model=endpoint_model,
+                                            api_key_env=endpoint_key_env))
+                else:
+                    specs.append(SystemSpec(name=kind.replace("_", "-"), kind=kind, model=model, backend=backend, k=k))
+            config = AuditConfig(systems=specs, corpus=corpus, queries=queries, generate=generate, limit=limit,
+                                 categories=[c.strip() for c in category.split(",")] if category else None,
+                                 judge=judge, support=support, max_answer_tokens=max_tokens)
+        except ValueError as e:
+            raise typer.BadParameter(str(e).split("\n  For further")[0]) from None
+    run_audit(s, _store(s), config, resume=resume, out_file=out_file, plot=plot, console=out, status=err)
 
 
 @app.command()

@@ -4,15 +4,14 @@ after every generation, so ``--resume RUN`` picks up a stopped run where it was.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agents.evoprompt import RECIPES, EvoConfig, EvoError, EvoResult, Task, from_file, recipe, run
 from agents.memo import Memo
+from app.runs import present
 from app.store import RunStore
 
 
@@ -110,11 +109,5 @@ def run_evoprompt(settings, store: RunStore, config: EvoConfig | None, spec: dic
                 bar.update(bar_id[0], description=f"scoring the top {e['prompts']} on {e['examples']} test examples")
 
         run_id, result = execute(settings, store, config, spec, resume=resume, on_event=draw)
-    console.print(Markdown(result.report()))
-    status.print(f"[dim]run {run_id[:8]} in {store.path}[/]")
-    if out_file:
-        out_file.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
-    if plot:
-        result.plot(plot)
-        status.print(f"[dim]fitness plot: {plot}[/]")
+    present(result, run_id, store, console=console, status=status, out_file=out_file, plot=plot, plot_name="fitness plot")
     return result

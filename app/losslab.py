@@ -3,15 +3,14 @@ every judged candidate, so ``--resume RUN`` continues a stopped run."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agents.losslab import LossLabConfig, LossLabError, LossLabResult, run
 from agents.memo import Memo
+from app.runs import present
 from app.store import RunStore
 
 
@@ -71,11 +70,5 @@ def run_losslab(settings, store: RunStore, config: LossLabConfig | None, *, mode
                            description=f"{e['name']}: {'%.4f' % e['fitness'] if e['valid'] else 'failed at ' + e['stage']}")
 
         run_id, result = execute(settings, store, config, model=model, backend=backend, resume=resume, on_event=draw)
-    console.print(Markdown(result.report()))
-    status.print(f"[dim]run {run_id[:8]} in {store.path}[/]")
-    if out_file:
-        out_file.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
-    if plot:
-        result.plot(plot)
-        status.print(f"[dim]plot: {plot}[/]")
+    present(result, run_id, store, console=console, status=status, out_file=out_file, plot=plot, plot_name="plot")
     return result

@@ -8,12 +8,13 @@ import json
 from agents.evoprompt import EvoResult
 from agents.figure import FigureResult
 from agents.flare.trace import FlareResult
+from agents.legal_audit import AuditResult
 from agents.losslab import LossLabResult
 from agents.mapreduce import MapReduceResult
 from app.store import Run
 
 RESULTS = {"evoprompt": EvoResult, "mapreduce": MapReduceResult, "flare": FlareResult, "losslab": LossLabResult,
-           "figure": FigureResult}
+           "figure": FigureResult, "legal_audit": AuditResult}
 
 
 def result(run: Run):
@@ -31,3 +32,17 @@ def report(run: Run) -> str:
     if r is None:
         return f"_No result: the run is {run.status}{': ' + run.error if run.error else ''}._"
     return r.report() if hasattr(r, "report") else f"```json\n{json.dumps(r, indent=1, ensure_ascii=False)}\n```"
+
+
+def present(result, run_id: str, store, *, console, status, out_file=None, plot=None, plot_name: str = "plot") -> None:
+    """How a CLI run ends: the report on stdout, where the run is stored, and the JSON and plot
+    if asked for."""
+    from rich.markdown import Markdown
+
+    console.print(Markdown(result.report()))
+    status.print(f"[dim]run {run_id[:8]} in {store.path}[/]")
+    if out_file:
+        out_file.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
+    if plot:
+        result.plot(plot)
+        status.print(f"[dim]{plot_name}: {plot}[/]")

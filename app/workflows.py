@@ -8,6 +8,11 @@ own settings plus the models (and, per workflow, the task, files or question):
     population = 10                      question = "Who is X?"      method = "direct"
     evolver = "qwen2.5-coder-1.5b-instruct"  max_concurrency = 4
 
+    # legal_audit.toml: one [[systems]] table per system under test
+    judge = "qwen2.5-coder-1.5b-instruct"     [[systems]]
+    limit = 10                                name = "rag"
+                                              kind = "rag"        # rag | closed_book | endpoint
+
     # figure.toml                                   # losslab.toml: nested tables for nested settings
     request = "Monthly sales by region"             candidates = 10
     data = "sales.csv"                              model = "qwen2.5-coder-1.5b-instruct"
@@ -83,6 +88,7 @@ MAPREDUCE_OWN = {"files", "model", "backend", "ray", "cache"}
 FLARE_OWN = {"question", "index", "search", "model", "backend"}
 LOSSLAB_OWN = {"model", "backend"}
 FIGURE_OWN = {"coder", "critic", "backend", "critic_backend"}
+LEGAL_AUDIT_OWN: set[str] = set()  # the systems and the judge carry their own models
 
 
 def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
@@ -146,7 +152,18 @@ def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
         return Prepared(workflow, lambda resume=None, **io: figure.run_figure(settings, store, config, **kw, **io),
                         lambda resume=None, on_event=None: figure.execute(settings, store, config, **kw,
                                                                           on_event=on_event))
+    if workflow == "legal_audit":
+        from agents.legal_audit import AuditConfig
+        from app import legal_audit
+
+        config, _ = _split(workflow, cfg, AuditConfig, LEGAL_AUDIT_OWN)
+        legal_audit.prepare(config)  # bad corpus or query files fail now, not when the job fires
+        return Prepared(workflow, lambda resume=None, **io: legal_audit.run_audit(
+                            settings, store, None if resume else config, resume=resume, **io),
+                        lambda resume=None, on_event=None: legal_audit.execute(
+                            settings, store, None if resume else config, resume=resume, on_event=on_event),
+                        resumable=True)
     raise WorkflowError(f"unknown workflow {workflow!r}; known: {', '.join(WORKFLOWS)}")
 
 
-WORKFLOWS = ("evoprompt", "mapreduce", "flare", "losslab", "figure")
+WORKFLOWS = ("evoprompt", "mapreduce", "flare", "losslab", "figure", "legal_audit")

@@ -10,11 +10,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from retrieval.hits import RetrievalError
 
 SUFFIXES = {".txt", ".md", ".jsonl", ".pdf"}
+T = TypeVar("T")
 
 
 class IngestError(RetrievalError):
@@ -82,6 +83,37 @@ def _jsonl(path: Path, source: str) -> Iterator[Record]:
                 raise IngestError(f"{path}:{n}: each line needs a string 'text' (or 'content') field")
             meta = {k: v for k, v in obj.items() if k not in ("text", "content") and isinstance(v, (str, int, float, bool))}
             yield Record(text, source, {**meta, "line": n})
+
+
+def table(path: Path, parse: Callable[[dict, int], T], error: type[Exception], what: str) -> list[T]:
+    """A JSONL table (a case table, a query file) read whole: ``parse(obj, line_number)`` turns
+    each JSON object into a row or raises ValueError; every bad line is reported with its
+    number, and nothing half-read is returned."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"cannot read the {what} {path}: {e}") from None
+    rows, errors = [], []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            rows.append(parse(obj, n))
+        except json.JSONDecodeError as e:
+            errors.append(f"  line {n}: not JSON ({e.msg})")
+        except (TypeError, ValueError) as e:
+            errors.append(f"  line {n}: {e}")
+    if errors:
+        more = f"\n  … and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise error(f"{path}: bad {what}:\n" + "\n".join(errors[:10]) + more)
+    if not rows:
+        raise error(f"{path}: the {what} is empty")
+    return rows
 
 
 def _pdf(path: Path, source: str) -> Iterator[Record]:

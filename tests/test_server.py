@@ -175,6 +175,27 @@ def test_the_figure_team_runs_against_the_server_as_a_remote_endpoint(server, tm
     assert res.transcript[-1]["source"] == "commander"
 
 
+def test_the_legal_audit_audits_the_server_as_an_endpoint_system(server, tmp_path):
+    """The audit's third system type: any OpenAI-compatible endpoint, asked the bare question
+    over HTTP through the official client, with its answers graded like any other's."""
+    from agents.legal_audit import AuditConfig, SystemSpec
+    from app.legal_audit import execute
+    from app.settings import load_settings
+    from app.store import RunStore
+
+    settings = load_settings(data_dir=tmp_path)
+    store = RunStore(settings.db_path)
+    config = AuditConfig(systems=[SystemSpec(name="served", kind="endpoint", model=MODEL, base_url=f"{server}/v1")],
+                         categories=["factual_recall", "false_premise"], limit=2, max_answer_tokens=48)
+    run_id, result = execute(settings, store, config)
+    assert [(i.system, i.query_id) for i in result.items] == [
+        ("served", q) for q in ("dq-fp-01", "dq-fp-02", "dq-fr-01", "dq-fr-02")]
+    assert all(i.correctness in ("correct", "incorrect", "refusal") for i in result.items)
+    calls = store.calls(run_id=run_id)
+    assert len(calls) == 4 and {c["backend"] for c in calls} == {"openai"} and all(c["error"] is None for c in calls)
+    assert store.get_run(run_id).status == "done"
+
+
 def test_langchain_chat_openai_through_the_server(server, local):
     from langchain_openai import ChatOpenAI
 

@@ -21,7 +21,7 @@ from local_models import catalog
 
 SHOTS = Path(os.environ.get("CONCLAVE_UI_SHOTS", Path(__file__).resolve().parents[1] / "artifacts" / "ui"))
 PAGES = {"": "Conclave", "EvoPrompt": "EvoPrompt", "Map-reduce": "Map-reduce", "FLARE": "FLARE", "Loss_lab": "Loss lab",
-         "Figure_team": "Figure team", "Runs": "Runs",
+         "Figure_team": "Figure team", "Legal_audit": "Legal audit", "Runs": "Runs",
          "Monitoring": "Monitoring", "Models": "Models"}  # url path: heading
 
 
@@ -97,7 +97,8 @@ def test_every_page_opens_without_an_error(ui, page):
         no_exception(page)
         shot(page, path or "home")
     # the navigation names every workflow
-    for name in ("Home", "EvoPrompt", "Map-reduce", "FLARE", "Loss lab", "Figure team", "Runs", "Monitoring", "Models"):
+    for name in ("Home", "EvoPrompt", "Map-reduce", "FLARE", "Loss lab", "Figure team", "Legal audit", "Runs",
+                 "Monitoring", "Models"):
         assert page.get_by_test_id("stSidebarNav").get_by_text(name, exact=True).is_visible()
 
 
@@ -192,6 +193,23 @@ def test_the_figure_team_runs_on_an_uploaded_file_and_a_run_renders_its_figure(u
     page.locator('[data-testid="stImage"] img').first.wait_for(timeout=30_000)
     no_exception(page)
     shot(page, "figure-result")
+
+
+def test_a_legal_audit_runs_from_its_page_and_renders_its_report(ui, page):
+    from app.store import RunStore
+
+    url, data, _ = ui
+    open_page(page, url, "Legal_audit")
+    page.get_by_label("Queries per category (0: all)").fill("1")
+    page.get_by_label("Longest answer (tokens)").fill("48")
+    page.get_by_role("button", name="Audit").click()
+    page.get_by_test_id("stMetric").filter(has_text="closed-book: hallucinated").first.wait_for(timeout=400_000)
+    no_exception(page)
+    [run] = RunStore(data / "conclave.db").list_runs("legal_audit")
+    assert run.status == "done" and len(run.result["items"]) == 8
+    page.get_by_text("rag: correctness × groundedness").first.wait_for(timeout=30_000)
+    page.get_by_role("heading", name="Worked examples").first.wait_for(timeout=30_000)
+    shot(page, "legal-audit-result")
 
 
 def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):

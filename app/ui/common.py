@@ -106,3 +106,17 @@ def history(workflow: str, summary: Callable[[Run], dict], key: str) -> Run | No
     # keyed by the newest run: a run that lands while the page is open is the one shown
     picked = st.selectbox("Open a run", list(labels), key=f"{key}-{runs[0].id}")
     return labels[picked] if picked else None
+
+
+def unfinished(workflow: str, run: Run, label: str, resume: Callable[[Callable[[dict], None]], object],
+               progress: Callable[[tuple[int, object]], str]) -> None:
+    """A run with no result: its status, how far its checkpoint got (``progress`` words it),
+    and, for a failed run that is not going already, a button that resumes it in the
+    background with ``resume(on_event)``."""
+    saved = store().checkpoint(run.id)
+    going = any(b.run_id == run.id and not b.done for b in registry().of(workflow))
+    st.info(f"Run {run.id[:8]} is {run.status}" + (f": {run.error}" if run.error else ".") +
+            (f" {progress(saved)}" if saved else ""))
+    if saved and run.status == "failed" and not going and st.button("Resume it from its checkpoint"):
+        registry().start(workflow, f"{label}, resuming {run.id[:8]}", resume)
+        st.rerun()

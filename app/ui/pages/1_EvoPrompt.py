@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from agents.evoprompt import RECIPES, EvoConfig, EvoResult
 from app.evoprompt import execute, make_spec, parse_verbalizer
-from app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store
+from app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store, unfinished
 
 page("EvoPrompt")
 st.title("EvoPrompt")
@@ -98,14 +98,9 @@ st.subheader("Runs")
 picked = history("evoprompt", summary, key="evoprompt-run")
 if picked is not None:
     if picked.result is None:
-        saved = store().checkpoint(picked.id)
-        going = any(b.run_id == picked.id and not b.done for b in registry().of("evoprompt"))
-        st.info(f"Run {picked.id[:8]} is {picked.status}" + (f": {picked.error}" if picked.error else ".") +
-                (f" Its last checkpoint is generation {saved[0]}." if saved else ""))
-        if saved and picked.status == "failed" and not going and st.button("Resume it from its checkpoint"):
-            registry().start("evoprompt", f"EvoPrompt, resuming {picked.id[:8]}",
-                             lambda on_event: execute(settings(), store(), None, None, resume=picked.id, on_event=on_event))
-            st.rerun()
+        unfinished("evoprompt", picked, "EvoPrompt",
+                   lambda on_event: execute(settings(), store(), None, None, resume=picked.id, on_event=on_event),
+                   lambda saved: f"Its last checkpoint is generation {saved[0]}.")
     else:
         result = EvoResult.from_dict(picked.result)
         best, init = result.best, result.node(result.initial_best)

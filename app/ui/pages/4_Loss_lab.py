@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from agents.losslab import BUILTIN, LossLabConfig, LossLabResult
 from app.losslab import execute
-from app.ui.common import history, live, model_choices, page, registry, settings, store
+from app.ui.common import history, live, model_choices, page, registry, settings, store, unfinished
 
 page("Loss lab")
 st.title("Loss lab")
@@ -84,14 +84,9 @@ st.subheader("Runs")
 picked = history("losslab", summary, key="losslab-run")
 if picked is not None:
     if picked.result is None:
-        saved = store().checkpoint(picked.id)
-        going = any(b.run_id == picked.id and not b.done for b in registry().of("losslab"))
-        st.info(f"Run {picked.id[:8]} is {picked.status}" + (f": {picked.error}" if picked.error else ".") +
-                (f" It had judged {saved[0]} losses." if saved else ""))
-        if saved and picked.status == "failed" and not going and st.button("Resume it from its checkpoint"):
-            registry().start("losslab", f"Loss discovery, resuming {picked.id[:8]}",
-                             lambda on_event: execute(settings(), store(), None, resume=picked.id, on_event=on_event))
-            st.rerun()
+        unfinished("losslab", picked, "Loss discovery",
+                   lambda on_event: execute(settings(), store(), None, resume=picked.id, on_event=on_event),
+                   lambda saved: f"It had judged {saved[0]} losses.")
     else:
         result = LossLabResult.from_dict(picked.result)
         dpo, best = result.builtin("dpo"), result.best
