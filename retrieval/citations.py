@@ -136,6 +136,7 @@ class Citator:
     def __init__(self, cases: list[Case]):
         self.cases = {c.id: c for c in cases}
         self.by_citation = {c.citation: c for c in cases}
+        self.names = {c.citation: f"{c.name} ({c.year})" for c in cases}  # for Case.document
         self.overruling = {}  # citation of an overruling decision: the cases it overruled
         for c in cases:
             if c.overruled_by:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from agents.legal_audit.text import content_words, sentences
+from agents.legal_audit.text import content_words, sentence_spans
 from agents.llm import LLM
 from prompts import render
 from retrieval.citations import Citator, extract
@@ -44,26 +44,20 @@ class Grounding:
 
 def claims_for(text: str, span: tuple[int, int]) -> list[str]:
     """What a citation may be offered for, narrowest first: its clause, its sentence, and its
-    sentence with the next (a holding is often spelled out after the citation). Citations and year parentheticals are taken out."""
-    parts = sentences(text)
-    if not parts:
+    sentence with the next (a holding is often spelled out after the citation). Citations and
+    year parentheticals are taken out."""
+    spans = sentence_spans(text)
+    if not spans:
         return []
-    pos, chosen = 0, 0
-    for i, s in enumerate(parts):
-        at = text.find(s, pos)
-        if at <= span[0] < at + len(s) + 1:
-            chosen = i
-            break
-        pos = max(pos, at)
-    sentence = parts[chosen]
+    chosen = next((i for i, (a, b) in enumerate(spans) if a <= span[0] < b), len(spans) - 1)
+    a, b = spans[chosen]
+    sentence = text[a:b]
     if len(content_words(_strip(sentence))) < 3 and chosen > 0:
-        sentence = parts[chosen - 1] + " " + sentence  # "See 347 U.S. 483." stands for the sentence before
-    at = text.find(parts[chosen])
-    offset = span[0] - at if at >= 0 else 0
-    clause = next((c for c, lo, hi in _clauses(parts[chosen]) if lo <= offset < hi), parts[chosen])
+        sentence = text[spans[chosen - 1][0]:b]  # "See 347 U.S. 483." stands for the sentence before
+    clause = next((c for c, lo, hi in _clauses(text[a:b]) if lo <= span[0] - a < hi), text[a:b])
     out = [_strip(clause), _strip(sentence)]
-    if chosen + 1 < len(parts):
-        out.append(_strip(sentence + " " + parts[chosen + 1]))
+    if chosen + 1 < len(spans):
+        out.append(_strip(sentence + " " + text[slice(*spans[chosen + 1])]))
     return [c for i, c in enumerate(out) if c and c not in out[:i]]
 
 
@@ -130,10 +124,10 @@ def ground(text: str, citator: Citator, *, llm: LLM | None = None) -> Grounding:
 
 
 def _documents(citator: Citator, case_id: str | None, key: str | None) -> list[str]:
-    names = {c.citation: f"{c.name} ({c.year})" for c in citator.cases.values()}
     if case_id:
-        return [citator.cases[case_id].document(names)]
-    return [c.document(names) for c in citator.overruling.get(key, [])]  # an overruling decision: what it overruled
+        return [citator.cases[case_id].document(citator.names)]
+    # a decision the table knows only as overruling others: what it overruled
+    return [c.document(citator.names) for c in citator.overruling.get(key, [])]
 
 
 def _supports(claim: str, docs: list[str], llm: LLM | None) -> tuple[bool, str, str]:

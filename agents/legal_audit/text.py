@@ -12,15 +12,25 @@ _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
 _ABBREV = re.compile(r"\b(v|U\.S|Co|Inc|No|Corp|Dept|St|Mr|Ms|Dr|J|C\.J|Cir|Ct|Ed|Stat|e\.g|i\.e|cf|id)\.$", re.I)
 
 
-def sentences(text: str) -> list[str]:
-    """Sentences, not split after the abbreviations of case names and citations ("v.", "U.S.")."""
-    out: list[str] = []
-    for piece in _SENT.split(text.strip()):
-        if out and _ABBREV.search(out[-1]):
-            out[-1] += " " + piece
-        elif piece.strip():
-            out.append(piece.strip())
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence, not split after the abbreviations of case names and
+    citations ("v.", "U.S.")."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for m in [*_SENT.finditer(text), None]:
+        end = m.start() if m else len(text)
+        piece = text[start:end]
+        if piece.strip():
+            if out and _ABBREV.search(text[out[-1][0]:out[-1][1]].rstrip()):
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((start, end))
+        start = m.end() if m else end
     return out
+
+
+def sentences(text: str) -> list[str]:
+    return [" ".join(text[a:b].split()) for a, b in sentence_spans(text)]
 
 
 def stem(word: str) -> str:

@@ -48,7 +48,8 @@ if submitted:
         st.error(f"Not started: {e}")
     else:
         s = settings()
-        registry().start("legal_audit", f"Legal audit of {', '.join(s.name for s in config.systems)}",
+        names = ", ".join(spec.name for spec in config.systems)
+        registry().start("legal_audit", f"Legal audit of {names}",
                          lambda on_event: execute(s, store(), config, on_event=on_event))
 
 
@@ -104,7 +105,7 @@ if picked is not None:
             cells = result.cells(s)
             st.write(f"**{s}**: correctness × groundedness")
             st.dataframe([{"": c, **{g: cells[(c, g)] for g in GROUNDEDNESS}} for c in CORRECTNESS], hide_index=True)
-        st.markdown(result.report().split("### Worked examples", 1)[-1].join(["### Worked examples", ""]))
+        st.markdown("### Worked examples" + result.report().split("### Worked examples", 1)[-1])
         st.dataframe([{"system": i.system, "query": i.query_id, "category": i.category, "correctness": i.correctness,
                        "groundedness": i.groundedness, "hallucinated": i.hallucinated,
                        "citations": ", ".join(f"{c['text']} ({c['status']})" for c in i.cited), "answer": i.answer}
