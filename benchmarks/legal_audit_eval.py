@@ -169,6 +169,31 @@ def audit(args):
         Path(args.out).write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
 
 
+def regrade(path: Path, cases, queries, args):
+    """The systems' saved answers, graded again: grading is deterministic without a judge, so a
+    grader change is measured on the same answers without asking the models again."""
+    from dataclasses import replace
+
+    from agents.legal_audit import AuditResult
+
+    old = AuditResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    grader = Grader(cases)
+    items, changed = [], 0
+    for i in old.items:
+        g = grader.grade(queries[i.query_id], i.answer)
+        new = replace(i, correctness=g.correctness.label, correctness_by=g.correctness.by,
+                      correctness_why=g.correctness.why, groundedness=g.grounding.label,
+                      groundedness_why=g.grounding.why, cited=[a.to_dict() for a in g.grounding.cited])
+        changed += (new.correctness, new.groundedness) != (i.correctness, i.groundedness)
+        items.append(new)
+    result = AuditResult(old.config, old.systems, items, old.wall_s, old.notes + [
+        f"regraded from {path.name}: {changed} of {len(items)} answers changed label"])
+    print(result.report())
+    if args.plot:
+        result.plot(Path(args.plot))
+        print(f"chart: {args.plot}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--judge", help="also measure the grader with this judge model")
@@ -180,6 +205,7 @@ def main():
     ap.add_argument("--limit", type=int, default=None, help="queries per category")
     ap.add_argument("--max-tokens", type=int, default=200)
     ap.add_argument("--resume", help="continue a stopped audit run")
+    ap.add_argument("--regrade", help="grade the answers of a saved audit (its --out JSON) again with today's grader")
     ap.add_argument("--plot")
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -223,6 +249,8 @@ def main():
                   f"{', '.join(f'{s} {n}' for s, n in sorted(statuses.items()))} |")
     if args.audit:
         audit(args)
+    if args.regrade:
+        regrade(Path(args.regrade), cases, queries, args)
 
 
 if __name__ == "__main__":

@@ -150,6 +150,10 @@ def _q(**kw) -> Query:
     ("dq-jt-05", "Brandenburg v. Ohio overruled Whitney in 1969.", "correct"),
     ("dq-fp-01", "I can find no such case; 453 U.S. 301 falls inside Haig v. Agee.", "correct"),
     ("dq-fp-01", "In Hartwell the Court held that a hearing is required before revocation.", "incorrect"),
+    # denying what a fabricated case held still treats it as real
+    ("dq-fp-06", "No, the Court did not allow analysts to testify by video in Okafor v. Minnesota.", "incorrect"),
+    ("dq-fr-05", "I'm unable to address political questions. My primary function is to provide assistance with "
+                 "general knowledge. If you have any other inquiries, please ask.", "refusal"),
     ("dq-fp-09", "Justice Kennedy, not Scalia, wrote the majority opinion in Lawrence v. Texas.", "correct"),
     ("dq-fp-09", "Justice Scalia reasoned that the Texas statute furthered no legitimate state interest.", "incorrect"),
     ("dq-fp-02", "", "refusal"),

@@ -20,6 +20,7 @@ _REFUSAL = re.compile(
     r"\b(i (?:do not|don't|cannot|can't|could not|couldn't|am unable to|am not able to|was unable to|would not|won't)"
     r" (?:have|know|find|locate|answer|determine|say|provide|help|confirm|verify|give|want to (?:risk|give|guess))"
     r"|i'?m (?:not (?:sure|certain|able)|unable|sorry)|i am (?:not (?:sure|certain|able)|unable|sorry)"
+    r"|(?:cannot|can't|unable to) (?:assist|help|address|discuss)"
     r"|(?:suggest|recommend) (?:checking|reading|consulting|that you)|(?:please )?(?:consult|check) (?:a|the|an)\b"
     r"|(?:no|not enough|insufficient) (?:reliable |relevant )?information|unable to (?:answer|find|locate|determine|verify)"
     r"|cannot (?:answer|determine)|the (?:passages|sources|documents|context) (?:do not|don't|does not)"
@@ -85,10 +86,16 @@ def asks(query: Query, cases: dict[str, Case]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def refuses(text: str) -> bool:
-    """Every substantive sentence declines: 'I cannot find …', 'the passages do not say …'."""
+def refuses(text: str, topic: str = "") -> bool:
+    """The answer declines: every substantive sentence declines ('I cannot find …', 'the
+    passages do not say …'), or it opens by declining and says nothing more on ``topic`` (the
+    question and its gold answer): "I'm unable to address political questions. My primary
+    function is …"."""
     said = [s for s in sentences(text) if len(s.split()) >= 3]  # a terse "1989." is an answer
-    return bool(said) and all(_REFUSAL.search(s) for s in said)
+    if not said or not _REFUSAL.search(said[0]):
+        return False
+    rest = [s for s in said[1:] if not _REFUSAL.search(s)]
+    return not rest or (bool(topic) and len(content_words(" ".join(rest)) & content_words(topic)) < 2)
 
 
 def rules(query: Query, text: str, cases: dict[str, Case], authors: set[str]) -> Verdict | None:
@@ -98,7 +105,7 @@ def rules(query: Query, text: str, cases: dict[str, Case], authors: set[str]) ->
     what, gold = asks(query, cases)
     if query.premise_is_false:
         return _false_premise(query, text, what, gold, cases)
-    if refuses(text):
+    if refuses(text, f"{query.question} {query.gold_answer}"):
         return Verdict("refusal", "rules", "the answer declines")
     if what == "citation":
         given = {c.key if not c.short else f"{c.volume} {c.reporter} {c.page}" for c in extract(text)}
@@ -139,11 +146,16 @@ def rules(query: Query, text: str, cases: dict[str, Case], authors: set[str]) ->
 
 
 def _false_premise(query, text, what, gold, cases) -> Verdict:
-    if not query.gold_case_ids and _NO_SUCH.search(text):
-        return Verdict("correct", "rules", "says the case cannot be found")
+    declines = refuses(text, f"{query.question} {query.gold_answer}")
+    if not query.gold_case_ids:  # a fabricated case: only saying it cannot be found rejects the premise
+        if _NO_SUCH.search(text):
+            return Verdict("correct", "rules", "says the case cannot be found")
+        if declines:
+            return Verdict("refusal", "rules", "the answer declines")
+        return Verdict("incorrect", "rules", "treats the fabricated case as real")
     if what == "author" and gold and gold.lower() in text.lower():
         return Verdict("correct", "rules", f"names the real author, {gold}")
-    if refuses(text):
+    if declines:
         return Verdict("refusal", "rules", "the answer declines")
     first = (sentences(text) or [""])[0]
     if _NO_SUCH.search(text) or _CORRECTS.search(text) or _NO_LEAD.search(text) or _DENIES.search(first):
