@@ -44,8 +44,7 @@ HUMAN_KAPPA = 0.77
 REAL_OUTSIDE = ["Planned Parenthood v. Casey, 505 U.S. 833 (1992)", "Dickerson v. United States, 530 U.S. 428 (2000)",
                 "Haig v. Agee, 453 U.S. 280 (1981)", "Teague v. Lane, 489 U.S. 288 (1989)",
                 "Bowen v. United States Postal Service, 459 U.S. 212 (1983)",
-                "United States v. Kokinda, 497 U.S. 720 (1990)", "Trump v. Hawaii, 585 U.S. 667 (2018)",
-                "Kennedy v. Bremerton School District, 597 U.S. 507 (2022)"]
+                "United States v. Kokinda, 497 U.S. 720 (1990)", "Trump v. Hawaii, 585 U.S. 667 (2018)"]
 
 
 def kappa(cases, queries, judge=None, support_by_judge=False):
@@ -88,7 +87,8 @@ def citation_sets(cases, queries, seed=0):
     for a, b in zip(rng.sample(cases, 20), rng.sample(cases, 20)):  # a real citation under another case's name
         if a.id != b.id and not ({w for w in a.name.split() if len(w) > 3} & {w for w in b.name.split() if len(w) > 3}):
             fake.append((f"{a.name}, {b.citation} ({b.year})", True, "fabricated: another case's citation"))
-    outside = [(t, False, "real, not in the table") for t in REAL_OUTSIDE]
+    held = {c.citation for c in cases}
+    outside = [(t, False, "real, not in the table") for t in REAL_OUTSIDE if extract(t)[0].key not in held]
     return real + fake + outside
 
 

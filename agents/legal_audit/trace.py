@@ -179,7 +179,7 @@ class AuditResult:
 
         names = list(self.systems)
         cats = [c for c in CATEGORIES if any(i.category == c for i in self.items)] + ["all"]
-        fig, (ax, ox) = plt.subplots(1, 2, figsize=(12, 4.2), dpi=120, gridspec_kw={"width_ratios": [2.2, 1]})
+        fig, (ax, ox) = plt.subplots(1, 2, figsize=(12, 4.6), dpi=120, gridspec_kw={"width_ratios": [2.2, 1]})
         width = 0.8 / max(len(names), 1)
         for j, s in enumerate(names):
             rates = [self.rate(s, category=None if c == "all" else c) for c in cats]
@@ -187,18 +187,18 @@ class AuditResult:
             err = [[max(0.0, r.p - r.ci[0]) for r in rates], [max(0.0, r.ci[1] - r.p) for r in rates]]
             ax.bar(xs, [r.p for r in rates], width, yerr=err, capsize=3, label=s, color=f"C{j}")
         ax.set_xticks(range(len(cats)), [c.replace("_", " ") for c in cats])
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.05)
         ax.set_ylabel("hallucination rate (95% CI)")
         ax.set_title("Hallucination rate by query category")
-        ax.legend(frameon=False)
+        ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(names))
         bottom = [0.0] * len(names)
         for outcome, colour in (("accurate", "#4c9f70"), ("incomplete", "#c9c9c9"), ("hallucinated", "#d1495b")):
             vals = [self.rate(s, outcome).p for s in names]
             ox.bar(names, vals, bottom=bottom, color=colour, label=outcome)
             bottom = [b + v for b, v in zip(bottom, vals)]
-        ox.set_ylim(0, 1)
+        ox.set_ylim(0, 1.05)
         ox.set_title("Outcomes per system")
-        ox.legend(frameon=False, fontsize=8, loc="upper right")
+        ox.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
         fig.tight_layout()
         return fig
 
