@@ -4,6 +4,7 @@ Each graded answer is checkpointed, so a stopped audit resumes where it stopped.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Callable
 
 from agents.legal_audit.grade import Grader
@@ -34,7 +35,8 @@ def run(config: dict, systems: list[System], described: dict[str, dict], queries
     called after each graded answer."""
     emit = on_event or (lambda e: None)
     started = time.perf_counter()
-    items = [AuditItem(**d) for d in (resume or [])]
+    saved = list(resume or [])  # what the checkpoint holds: each item serialised once
+    items = [AuditItem(**d) for d in saved]
     done = {(i.system, i.query_id) for i in items}
     notes = []
     total = len(systems) * len(queries)
@@ -56,15 +58,11 @@ def run(config: dict, systems: list[System], described: dict[str, dict], queries
                              g.grounding.why, [a.to_dict() for a in g.grounding.cited], ans.passages,
                              round(time.perf_counter() - t0, 3), ans.note)
             items.append(item)
+            saved.append(asdict(item))
             if checkpoint is not None:
-                checkpoint(len(items), [_plain(i) for i in items])
+                checkpoint(len(items), saved)
             emit({"kind": "graded", "done": len(items), "total": total, "system": s.name, "query": q.id,
                   "correctness": item.correctness, "groundedness": item.groundedness,
                   "hallucinated": item.hallucinated})
     return AuditResult(config, described, items, round(time.perf_counter() - started, 1), notes)
 
-
-def _plain(item: AuditItem) -> dict:
-    from dataclasses import asdict
-
-    return asdict(item)

@@ -15,7 +15,6 @@ from prompts import render
 from retrieval.caselaw import Case
 from retrieval.citations import extract
 
-LABELS = ("correct", "incorrect", "refusal")
 _REFUSAL = re.compile(
     r"\b(i (?:do not|don't|cannot|can't|could not|couldn't|am unable to|am not able to|was unable to|would not|won't)"
     r" (?:have|know|find|locate|answer|determine|say|provide|help|confirm|verify|give|want to (?:risk|give|guess))"
@@ -56,7 +55,7 @@ _YEAR = re.compile(r"\b(1[6-9]\d\d|20[0-4]\d)\b")
 
 @dataclass
 class Verdict:
-    label: str  # one of LABELS
+    label: str  # one of trace.CORRECTNESS
     by: str  # "rules" | "judge" | "overlap"
     why: str
 

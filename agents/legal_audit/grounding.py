@@ -12,7 +12,6 @@ from agents.llm import LLM
 from prompts import render
 from retrieval.citations import Citator, extract
 
-LABELS = ("grounded", "misgrounded", "ungrounded")
 SUPPORT_THRESHOLD = 0.5  # lexical: the share of the claim's content words found in the cited case
 
 
@@ -37,7 +36,7 @@ class CitedAuthority:
 
 @dataclass
 class Grounding:
-    label: str  # one of LABELS
+    label: str  # one of trace.GROUNDEDNESS
     cited: list[CitedAuthority]
     why: str
 
