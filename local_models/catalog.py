@@ -16,7 +16,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from local_models.errors import ModelNotFound, ModelNotInstalled, WeightsCorrupt

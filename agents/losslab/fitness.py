@@ -33,7 +33,7 @@ def judge(code: str, config: LossLabConfig, cache: Memo | None = None, data_dir:
         check_source(code)  # reads the code without running it: a malformed proposal costs no subprocess
     except GateError as e:
         return Verdict(False, "load", str(e))
-    key = digest("losslab-verdict", 2, code, config.fitness, config.task.model_dump(mode="json"))
+    key = digest("losslab-verdict", 3, code, config.fitness, config.task.model_dump(mode="json"))
     if cache is not None and (hit := cache.get(key)) is not None:
         return Verdict(**hit)
     verdict = _in_sandbox(code, config, data_dir)
@@ -55,7 +55,11 @@ def weights(config: LossLabConfig, data_dir: Path | None) -> str | None:
                            f"not {config.lm.model!r}")
     if data_dir is None or not catalog.is_installed(model, Path(data_dir)):
         raise LossLabError(f"{model.name} is not installed: conclave models pull {model.name}")
-    return str(catalog.weights_path(model, Path(data_dir)))
+    path = catalog.weights_path(model, Path(data_dir))
+    from local_models.torch_lm import dequantize
+
+    dequantize(path)  # once, here: the sandbox's file-size limit keeps candidates from writing it
+    return str(path)
 
 
 def _in_sandbox(code: str, config: LossLabConfig, data_dir: Path | None) -> Verdict:

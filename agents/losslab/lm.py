@@ -17,15 +17,18 @@ The trajectory is a list of (step, KL, reward), the shape the synthetic task giv
 from __future__ import annotations
 
 import copy
-import os
 import random
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from agents.losslab.config import LMConfig
 from agents.losslab.synthetic import mean_loss
+from local_models import torch_lm
+from local_models.torch_lm import chunked, sample, seq_logps
+from local_models.trainer import TrainConfig, Trainer, prepare
 
 
 @dataclass
@@ -62,58 +65,6 @@ def snippets(seed: int) -> tuple[list[str], list[int]]:
     return [t for t, _ in rows], [y for _, y in rows]
 
 
-def load(weights: Path, threads: int):
-    """(tokenizer, reference, policy) from a GGUF file; no hub is ever asked."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    torch.set_num_threads(threads)
-    weights = Path(weights)
-    tok = AutoTokenizer.from_pretrained(weights.parent, gguf_file=weights.name)
-    ref = AutoModelForCausalLM.from_pretrained(weights.parent, gguf_file=weights.name, dtype=torch.float32).eval()
-    policy = copy.deepcopy(ref).train()  # dequantizing the GGUF once is the slow part of loading
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    policy.get_input_embeddings().weight.requires_grad_(False)  # tied to the output head in SmolLM2
-    return tok, ref, policy
-
-
-def sample(model, tok, prompts: list[list[int]], new_tokens: int, seed: int, n: int = 1) -> list[list[int]]:
-    """``n`` continuations per prompt at temperature 1 over the whole vocabulary (so the KL
-    estimate is unbiased), cut after the first end-of-sequence."""
-    width = max(map(len, prompts))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=True,
-                             temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=n, pad_token_id=pad)
-    conts = []
-    for row in out[:, width:].tolist():
-        cut = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
-        conts.append(row[:cut] or [tok.eos_token_id])
-    return conts
-
-
-def seq_logps(model, prompts: list[list[int]], conts: list[list[int]]) -> torch.Tensor:
-    """log P(continuation | prompt), summed over the continuation's tokens, one per row."""
-    seqs = [p + c for p, c in zip(prompts, conts)]
-    width = max(map(len, seqs))
-    ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
-    target = torch.zeros_like(ids[:, 1:], dtype=torch.float32)
-    for i, (p, c) in enumerate(zip(prompts, conts)):
-        target[i, len(p) - 1:len(p) - 1 + len(c)] = 1.0  # positions that predict the continuation
-    picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
-    return (picked * target).sum(-1)
-
-
 class Experiment:
     """One reward model, prompt set and preference data set, shared by every loss trained on it."""
 
@@ -122,7 +73,10 @@ class Experiment:
         texts, labels = snippets(c.seed)
         held = c.prompts + c.eval_prompts
         self.reward = Sentiment(texts[held:], labels[held:])
-        self.tok, self.ref, self.policy = load(weights, c.threads)
+        self.tok, self.ref = torch_lm.load(weights, threads=c.threads)
+        torch_lm.frozen(self.ref)
+        self.training = TrainConfig(lr=c.lr, clip=10.0)
+        self.policy = prepare(copy.deepcopy(self.ref), self.training)
         self._init = {k: v.clone() for k, v in self.policy.state_dict().items()}
         opening = [" ".join(t.split()[:c.prompt_words]) for t in texts[:held]]
         enc = [self.tok(o, add_special_tokens=False)["input_ids"] for o in opening]
@@ -145,10 +99,9 @@ class Experiment:
             chosen.append(a if ra > rb else b)
             rejected.append(b if ra > rb else a)
             gaps.append(abs(ra - rb))
-        with torch.no_grad():
-            rc = torch.cat([seq_logps(self.ref, prompts[i:i + 8], chosen[i:i + 8]) for i in range(0, len(prompts), 8)])
-            rr = torch.cat([seq_logps(self.ref, prompts[i:i + 8], rejected[i:i + 8]) for i in range(0, len(prompts), 8)])
-        return Pairs(prompts, chosen, rejected, rc, rr, sum(gaps) / len(gaps))
+        ref = partial(seq_logps, self.ref)
+        return Pairs(prompts, chosen, rejected, chunked(ref, prompts, chosen), chunked(ref, prompts, rejected),
+                     sum(gaps) / len(gaps))
 
     def evaluate(self, seed: int) -> tuple[float, float]:
         """(KL estimate, mean reward) of the policy on the held-out prompts."""
@@ -164,22 +117,23 @@ class Experiment:
         """Train the policy from the reference with ``loss_fn``; the trajectory (step, KL, reward)."""
         c, pb = self.c, self.pairs
         self.policy.load_state_dict(self._init)
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=0.0)
-        order = random.Random(c.seed + 1)
-        kl, reward = self.evaluate(c.seed + 1000)
-        trajectory = [(0, kl, reward)]
-        for step in range(1, c.steps + 1):
-            idx = order.sample(range(len(pb.prompts)), min(c.batch, len(pb.prompts)))
+        trajectory = [(0, *self.evaluate(c.seed + 1000))]
+
+        def batch_at(i: int) -> tuple[int, list[int]]:
+            idx = random.Random(c.seed * 1_000_003 + i).sample(range(len(pb.prompts)), min(c.batch, len(pb.prompts)))
+            return i + 1, idx  # the step it trains, for the loss's error messages
+
+        def loss_of(b: tuple[int, list[int]]) -> tuple[torch.Tensor, int]:
+            step, idx = b
             prompts = [pb.prompts[i] for i in idx]
             both = seq_logps(self.policy, prompts + prompts, [pb.chosen[i] for i in idx] + [pb.rejected[i] for i in idx])
-            loss = mean_loss(loss_fn, step, both[:len(idx)], both[len(idx):], pb.ref_chosen[idx], pb.ref_rejected[idx],
-                             beta)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            opt.step()
-            if step % c.eval_every == 0 or step == c.steps:
-                kl, reward = self.evaluate(c.seed + 1000 + step)
-                trajectory.append((step, kl, reward))
+            loss = mean_loss(loss_fn, step, both[:len(idx)], both[len(idx):], pb.ref_chosen[idx],
+                             pb.ref_rejected[idx], beta)
+            return loss, sum(len(pb.chosen[i]) + len(pb.rejected[i]) for i in idx)
+
+        def after(t: Trainer) -> None:
+            if t.step % c.eval_every == 0 or t.step == c.steps:
+                trajectory.append((t.step, *self.evaluate(c.seed + 1000 + t.step)))
+
+        Trainer(self.policy, self.training, steps=c.steps).fit(batch_at, loss_of, after)
         return trajectory
