@@ -456,15 +456,27 @@ def mapreduce_extract(files: list[Path] = FilesArg, schema: Path = typer.Option(
 
 @app.command("run")
 def run_workflow(
-    workflow: str = typer.Argument(..., help="evoprompt | mapreduce | flare | losslab | figure | legal_audit"),
-    config: Path = typer.Option(..., "--config", "-c", help="the workflow's settings, a TOML table (see app/workflows.py)"),
+    workflow: str = typer.Argument(..., help="evoprompt | mapreduce | flare | losslab | figure | legal_audit, or a "
+                                             "model-lab recipe: goldfish | rest | minillm | ademamix | quant_dpo | squash"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="the workflow's settings, a TOML table (see app/workflows.py); "
+                                               "the model-lab recipes run on their defaults without one"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="continue a stopped run (its id, or the first 8 characters)"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="write the result (JSON)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="model-lab recipes: write the result's plots (PNG)"),
 ):
     """Run a workflow from a config file, with a progress bar; the result lands in the run store."""
+    from agents.modellab import RECIPES
     from app.workflows import prepare, read_config
 
+    if plot and workflow not in RECIPES:
+        raise typer.BadParameter(f"--plot is for the model-lab recipes; {workflow} has its own command for plots")
     s = _settings()
-    prepare(s, _store(s), workflow, read_config(config)).cli(out_file=out_file, console=out, status=err)
+    prepared = prepare(s, _store(s), workflow, read_config(config) if config else {})
+    if resume and not prepared.resumable:
+        raise typer.BadParameter(f"a {workflow} run cannot be resumed")
+    io = {"plot": plot} if plot else {}
+    prepared.cli(resume=resume, out_file=out_file, console=out, status=err, **io)
 
 
 @jobs_app.command("add")

@@ -11,10 +11,12 @@ from agents.flare.trace import FlareResult
 from agents.legal_audit import AuditResult
 from agents.losslab import LossLabResult
 from agents.mapreduce import MapReduceResult
+from agents.modellab import RECIPES as LAB_RECIPES
+from agents.modellab import LabResult
 from app.store import Run
 
 RESULTS = {"evoprompt": EvoResult, "mapreduce": MapReduceResult, "flare": FlareResult, "losslab": LossLabResult,
-           "figure": FigureResult, "legal_audit": AuditResult}
+           "figure": FigureResult, "legal_audit": AuditResult} | {name: LabResult for name in LAB_RECIPES}
 
 
 def result(run: Run):

@@ -13,6 +13,12 @@ own settings plus the models (and, per workflow, the task, files or question):
     limit = 10                                name = "rag"
                                               kind = "rag"        # rag | closed_book | endpoint
 
+    # goldfish.toml (every model-lab recipe: goldfish, rest, minillm, ademamix, quant_dpo, squash;
+    # each runs on its defaults with no config at all)
+    epochs = 8
+    [train]
+    lr = 3e-4
+
     # figure.toml                                   # losslab.toml: nested tables for nested settings
     request = "Monthly sales by region"             candidates = 10
     data = "sales.csv"                              model = "qwen2.5-coder-1.5b-instruct"
@@ -163,7 +169,19 @@ def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
                         lambda resume=None, on_event=None: legal_audit.execute(
                             settings, store, None if resume else config, resume=resume, on_event=on_event),
                         resumable=True)
+    from agents.modellab import RECIPES
+
+    if workflow in RECIPES:
+        from app import modellab
+
+        config, _ = _split(workflow, cfg, RECIPES[workflow].config, set())
+        return Prepared(workflow, lambda resume=None, **io: modellab.run_recipe(
+                            settings, store, workflow, config, resume=resume, **io),
+                        lambda resume=None, on_event=None: modellab.execute(
+                            settings, store, workflow, config, resume=resume, on_event=on_event), resumable=True)
     raise WorkflowError(f"unknown workflow {workflow!r}; known: {', '.join(WORKFLOWS)}")
 
 
-WORKFLOWS = ("evoprompt", "mapreduce", "flare", "losslab", "figure", "legal_audit")
+# the model lab's recipes (agents.modellab.RECIPES) are workflows too
+WORKFLOWS = ("evoprompt", "mapreduce", "flare", "losslab", "figure", "legal_audit", "goldfish", "rest", "minillm",
+             "ademamix", "quant_dpo", "squash")

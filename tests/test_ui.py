@@ -21,7 +21,7 @@ from local_models import catalog
 
 SHOTS = Path(os.environ.get("CONCLAVE_UI_SHOTS", Path(__file__).resolve().parents[1] / "artifacts" / "ui"))
 PAGES = {"": "Conclave", "EvoPrompt": "EvoPrompt", "Map-reduce": "Map-reduce", "FLARE": "FLARE", "Loss_lab": "Loss lab",
-         "Figure_team": "Figure team", "Legal_audit": "Legal audit", "Runs": "Runs",
+         "Figure_team": "Figure team", "Legal_audit": "Legal audit", "Model_lab": "Model lab", "Runs": "Runs",
          "Monitoring": "Monitoring", "Models": "Models"}  # url path: heading
 
 
@@ -97,7 +97,7 @@ def test_every_page_opens_without_an_error(ui, page):
         no_exception(page)
         shot(page, path or "home")
     # the navigation names every workflow
-    for name in ("Home", "EvoPrompt", "Map-reduce", "FLARE", "Loss lab", "Figure team", "Legal audit", "Runs",
+    for name in ("Home", "EvoPrompt", "Map-reduce", "FLARE", "Loss lab", "Figure team", "Legal audit", "Model lab", "Runs",
                  "Monitoring", "Models"):
         assert page.get_by_test_id("stSidebarNav").get_by_text(name, exact=True).is_visible()
 
@@ -210,6 +210,23 @@ def test_a_legal_audit_runs_from_its_page_and_renders_its_report(ui, page):
     page.get_by_text("rag: correctness × groundedness").first.wait_for(timeout=30_000)
     page.get_by_role("heading", name="Worked examples").first.wait_for(timeout=30_000)
     shot(page, "legal-audit-result")
+
+
+def test_a_model_lab_recipe_runs_from_its_page_and_renders_its_tables(ui, page):
+    from app.store import RunStore
+
+    url, data, _ = ui
+    open_page(page, url, "Model_lab")
+    page.get_by_label("Recipe").click()
+    page.get_by_role("option", name="squash", exact=False).first.click()
+    page.get_by_label("Settings (JSON; every key is optional)").fill('{"lengths": [2, 6], "count_lengths": [3]}')
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Counting the run").first.wait_for(timeout=300_000)
+    no_exception(page)
+    [run] = RunStore(data / "conclave.db").list_runs("squash")
+    assert run.status == "done" and run.result["config"]["lengths"] == [2, 6]
+    page.locator('[data-testid="stImage"] img').first.wait_for(timeout=30_000)  # the plots
+    shot(page, "model-lab-result")
 
 
 def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):
