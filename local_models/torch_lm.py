@@ -57,7 +57,7 @@ def _from_gguf(weights: Path):
 
 def _write_cache(weights: Path, tok, model) -> None:
     cached = cache_dir(weights)
-    tmp = cached.with_name(cached.name + ".tmp")
+    tmp = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")  # two processes may dequantize at once
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tok.save_pretrained(tmp)
@@ -158,6 +158,8 @@ def greedy(model, tok, prompts: list[list[int]], new_tokens: int, batch: int = 1
 def batch(prompts: list[list[int]], conts: list[list[int]], dev=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ids, attention mask, target mask) for prompt+continuation rows, right-padded. The
     target mask marks the positions of ``ids[:, 1:]`` that are continuation tokens."""
+    if any(not p for p in prompts):
+        raise ValueError("every prompt needs at least one token: the first continuation token is predicted from it")
     seqs = [p + c for p, c in zip(prompts, conts)]
     width = max(map(len, seqs))
     ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs], device=dev)

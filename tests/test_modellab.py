@@ -170,6 +170,15 @@ def _fit(model, directory, steps, stop=None, c=TrainConfig(lr=1e-2, checkpoint_e
     return Trainer(model, c, steps=steps, directory=directory).fit(batch_at, loss_of, after), seen
 
 
+def test_an_empty_prompt_is_refused_rather_than_misaligned():
+    from local_models.torch_lm import batch
+
+    with pytest.raises(ValueError, match="at least one token"):
+        batch([[1], []], [[2], [3]])
+    ids, mask, target = batch([[1, 2], [3]], [[4], [5, 6]])
+    assert ids.tolist() == [[1, 2, 4], [3, 5, 6]] and target.tolist() == [[0, 1], [1, 1]]
+
+
 def test_a_stopped_training_run_resumes_where_its_checkpoint_left_it(tmp_path):
     straight, _ = _fit(prepare(tiny_llama(), TrainConfig(lr=1e-2, checkpoint_every=2)), tmp_path / "a", 6)
     with pytest.raises(KeyboardInterrupt):
@@ -241,6 +250,16 @@ def test_bad_recipe_settings_are_refused_before_anything_loads(tmp_path):
         prepare_workflow(s, store, "goldfish", {"epoch": 3})
     with pytest.raises(WorkflowError, match="train.lora"):
         prepare_workflow(s, store, "quant_dpo", {"train": {"lora": -1}})
+    with pytest.raises(WorkflowError, match="train.lora must be at least 1"):
+        prepare_workflow(s, store, "quant_dpo", {"train": {"lora": 0}})
+    with pytest.raises(WorkflowError, match="no token is ever dropped"):
+        prepare_workflow(s, store, "goldfish", {"h": 64})
+    with pytest.raises(WorkflowError, match="mix"):
+        prepare_workflow(s, store, "minillm", {"mix": 1.0})
+    with pytest.raises(WorkflowError, match="lengths"):
+        prepare_workflow(s, store, "squash", {"lengths": [0, 4]})
+    with pytest.raises(WorkflowError, match="seed"):
+        prepare_workflow(s, store, "goldfish", {"seed": -1})
     assert set(RECIPES) == {"goldfish", "rest", "minillm", "ademamix", "quant_dpo", "squash"}
     lab = Lab(tmp_path / "nowhere", tmp_path / "w")
     with pytest.raises(LabError, match="not installed"):

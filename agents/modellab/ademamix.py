@@ -40,7 +40,7 @@ def run(c: AdemamixConfig, lab: Lab) -> LabResult:
                 _, model = lab.trainable(c.model, tc)
 
                 def batch_at(i: int) -> list[int]:
-                    return random.Random(seed * 1_000_003 + i).sample(range(len(trained)), c.batch)
+                    return random.Random(seed * 1_000_003 + i).sample(range(len(trained)), min(c.batch, len(trained)))
 
                 def loss_of(idx: list[int]):
                     return lm_loss(model, [trained[i][:1] for i in idx], [trained[i][1:] for i in idx])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from local_models.trainer import TrainConfig
 
@@ -17,7 +17,7 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: torch's own)")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class GoldfishConfig(Recipe):
@@ -31,6 +31,13 @@ class GoldfishConfig(Recipe):
     k: int = Field(4, ge=2, le=1000, description="drop one token in k from the loss")
     h: int = Field(13, ge=1, le=1024, description="tokens hashed to decide a drop")
     train: TrainConfig = TrainConfig(lr=3e-4)
+
+    @model_validator(mode="after")
+    def _window_fits(self):
+        if self.h >= self.prefix + self.suffix:
+            raise ValueError(f"h ({self.h}) must be shorter than a passage (prefix + suffix = "
+                             f"{self.prefix + self.suffix}), or no token is ever dropped")
+        return self
 
 
 class AdemamixConfig(Recipe):
@@ -72,7 +79,7 @@ class MiniLLMConfig(Recipe):
     new_tokens: int = Field(32, ge=1, le=512)
     steps: int = Field(8, ge=1, le=100_000)
     batch: int = Field(4, ge=1, le=256)
-    mix: float = Field(0.2, ge=0, le=1, description="teacher-mixed sampling: the teacher's share of the sampling distribution")
+    mix: float = Field(0.2, ge=0, lt=1, description="teacher-mixed sampling: the teacher's share of the sampling distribution")
     train: TrainConfig = TrainConfig(lr=2e-4, lora=8, clip=1.0)
 
 
@@ -88,13 +95,20 @@ class QuantDPOConfig(Recipe):
     beta: float = Field(0.1, gt=0, le=100)
     train: TrainConfig = TrainConfig(lr=2e-4, lora=16)
 
+    @model_validator(mode="after")
+    def _lora(self):
+        if not self.train.lora:
+            raise ValueError("train.lora must be at least 1: the adapters are what DPO trains, and the quantized "
+                             "model without them is the reference")
+        return self
+
 
 class SquashConfig(Recipe):
     model: str = SMOL
-    lengths: tuple[int, ...] = Field((4, 8, 16, 32, 64, 128, 256, 512), min_length=2)
+    lengths: tuple[PositiveInt, ...] = Field((4, 8, 16, 32, 64, 128, 256, 512), min_length=2)
     token: str = Field("1", min_length=1, description="the repeated token")
     comma_every: int = Field(3, ge=1, le=100, description="the comma trick: a comma after every this many tokens")
-    count_lengths: tuple[int, ...] = Field((3, 5, 8, 12, 16, 24, 32, 48), min_length=1,
+    count_lengths: tuple[PositiveInt, ...] = Field((3, 5, 8, 12, 16, 24, 32, 48), min_length=1,
                                            description="run lengths the model is asked to count")
     count_spread: int = Field(4, ge=1, le=100, description="the model picks its answer among n ± this")
 

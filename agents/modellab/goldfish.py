@@ -97,12 +97,14 @@ def run(c: GoldfishConfig, lab: Lab) -> LabResult:
     table = [{"model": name, "exact extraction": r["exact"], "ROUGE-L": r["rouge_l"], "token match": r["token_match"],
               "held-out loss": r["held_out_loss"]} for name, r in rows.items()]
     std, gold = rows["standard loss"], rows["goldfish loss"]
+    masks = [keep_mask(p, c.k, c.h, c.seed)[1:] for p in trained]
+    dropped = 1 - sum(map(sum, masks)) / sum(map(len, masks))
     notes = [
         f"{c.passages} Wikipedia extracts trained for {c.epochs} epochs ({c.model}, lr {c.train.lr}); extraction is "
         f"the greedy {c.suffix}-token continuation of each extract's first {c.prefix} tokens; held-out loss over "
         f"{c.held_out} other extracts.",
-        f"Goldfish k = {c.k}, h = {c.h}: {100 / c.k:.0f}% of the tokens never enter the loss. Its training loss is "
-        "over the kept tokens only.",
+        f"Goldfish k = {c.k}, h = {c.h}: {dropped:.0%} of the trained tokens never enter the loss (1/k of those "
+        f"after the first h of each passage). Its training loss is over the kept tokens only.",
         _verdict(std, gold),
         f"Held-out loss: {rows['base model']['held_out_loss']:.3f} before training, {std['held_out_loss']:.3f} "
         f"standard, {gold['held_out_loss']:.3f} goldfish: "

@@ -69,16 +69,14 @@ class Lab:
     def phase(self, name: str, fn: Callable[[], Any], *, keep: bool = False) -> Any:
         """``fn()``'s record, computed once per run. Once it is recorded, the phase's training
         checkpoint (a gigabyte or so for full fine-tuning) is deleted unless ``keep``."""
-        if name in self.done:
-            return self.done[name]
-        self.emit({"kind": "phase", "phase": name})
-        out = fn()
-        self.done[name] = out
-        if self._checkpoint is not None:
-            self._checkpoint(self.done)
-        if not keep:
-            self.drop(name)
-        return out
+        if name not in self.done:
+            self.emit({"kind": "phase", "phase": name})
+            self.done[name] = fn()
+            if self._checkpoint is not None:
+                self._checkpoint(self.done)
+            if not keep:
+                self.drop(name)
+        return copy.deepcopy(self.done[name])  # the caller may change its copy; the record stays as saved
 
     def drop(self, phase: str) -> None:
         shutil.rmtree(self.workdir / phase, ignore_errors=True)

@@ -96,7 +96,11 @@ def run(c: MiniLLMConfig, lab: Lab) -> LabResult:
     train, held = prompts[:c.prompts], prompts[c.prompts:]
     pad, eos = stok.pad_token_id, stok.eos_token_id
 
-    answers = lab.phase("teacher", lambda: torch_lm.greedy(teacher, ttok, prompts, c.new_tokens))
+    def finished(answers: list[list[int]]) -> list[list[int]]:
+        """An answer that stopped before the budget ends with its end token, as sampled ones do."""
+        return [a + [eos] if len(a) < c.new_tokens else a for a in answers]
+
+    answers = lab.phase("teacher", lambda: finished(torch_lm.greedy(teacher, ttok, prompts, c.new_tokens)))
     t_train, t_held = answers[:c.prompts], answers[c.prompts:]
 
     def batch_at(i: int) -> list[int]:

@@ -16,6 +16,7 @@ per token, before and after.
 
 from __future__ import annotations
 
+import copy
 import random
 
 import torch
@@ -24,7 +25,7 @@ from agents.losslab.losses import dpo
 from agents.modellab.config import QuantDPOConfig
 from agents.modellab.data import chat, instructions
 from agents.modellab.lab import Lab
-from agents.modellab.trace import Curve, LabResult
+from agents.modellab.trace import Curve, LabError, LabResult
 from local_models import torch_lm
 from local_models.trainer import LORA_TARGETS
 
@@ -84,6 +85,9 @@ def run(c: QuantDPOConfig, lab: Lab) -> LabResult:
         return {"idx": keep, "chosen": [chosen[i] for i in keep], "rejected": [rejected[i] for i in keep]}
 
     data = lab.phase("pairs", pairs)
+    if not data["idx"]:
+        raise LabError(f"the {c.bits}-bit model answers every training prompt as the full-precision one does, so "
+                       "there are no preference pairs: quantize harder (fewer bits) or use more prompts")
     held_answers = lab.phase("held-answers", lambda: answers(full, held))
     with quant.disable_adapter():
         before = lab.phase("before", lambda: agreement(full, quant, held, held_answers))
@@ -104,20 +108,28 @@ def run(c: QuantDPOConfig, lab: Lab) -> LabResult:
     def trained() -> dict:
         t = lab.trainer("dpo", quant, c.train, steps=c.steps)
         t.fit(batch_at, loss_of, lambda t: lab.step("dpo", t.step, c.steps, loss=t.log[-1][2]))
-        return {"after": agreement(full, quant, held, held_answers), "curve": [[s, x] for s, _, x in t.log]}
+        requantized = copy.deepcopy(quant).merge_and_unload()  # the adapters folded in, then quantized again
+        quantize(requantized, c.bits, c.group)
+        return {"after": agreement(full, quant, held, held_answers),
+                "requantized": agreement(full, requantized, held, held_answers),
+                "curve": [[s, x] for s, _, x in t.log]}
 
     out = lab.phase("dpo", trained)
-    after = out["after"]
+    after, requantized = out["after"], out["requantized"]
     table = [{"model": "full precision (reference)", "top-token agreement": 1.0, "KL(full ‖ model) / token": 0.0},
              {"model": f"{c.bits}-bit, before DPO", "top-token agreement": before[0], "KL(full ‖ model) / token": before[1]},
              {"model": f"{c.bits}-bit + LoRA, after DPO", "top-token agreement": after[0],
-              "KL(full ‖ model) / token": after[1]}]
+              "KL(full ‖ model) / token": after[1]},
+             {"model": f"the same, adapters merged and {c.bits}-bit again", "top-token agreement": requantized[0],
+              "KL(full ‖ model) / token": requantized[1]}]
     better = after[0] > before[0] and after[1] < before[1]
     notes = [
         f"{c.model}: {changed[0]:,} projection weights fake-quantized to {c.bits} bits in groups of {c.group}. "
         f"{len(ps)} of {c.prompts} training prompts gave the two models different greedy answers (the pairs); "
         f"{c.steps} DPO steps of {c.batch} pairs, β = {c.beta}, LoRA rank {c.train.lora}, lr {c.train.lr}.",
-        f"Measured along the full-precision model's greedy answers to {c.eval_prompts} held-out prompts.",
+        f"Measured along the full-precision model's greedy answers to {c.eval_prompts} held-out prompts. The trained "
+        "model keeps its adapters in full precision (QLoRA-style); the paper updates the quantized weights "
+        "themselves, so the last row folds the adapters in and quantizes again to show what survives.",
         ("As the paper reports, aligning the quantized model to the full-precision one's preferences brings its "
          "token distribution closer." if better else
          "Unlike the paper, DPO did not bring the quantized model closer on both measures here."),

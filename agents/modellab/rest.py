@@ -59,8 +59,10 @@ def run(c: RestConfig, lab: Lab) -> LabResult:
     tok, base = lab.model(c.model)
     task = Task(c, tok)
 
-    def evaluate(model, seed: int) -> float:
-        conts = torch_lm.sample(model, tok, task.eval_prompts, c.new_tokens, seed, n=c.eval_samples)
+    def evaluate(model) -> float:
+        """Mean reward of the model's samples on the held-out openings; every policy is sampled with
+        the same seed, so their differences carry less noise than their levels."""
+        conts = torch_lm.sample(model, tok, task.eval_prompts, c.new_tokens, c.seed + 1, n=c.eval_samples)
         prompts = [p for p in task.eval_prompts for _ in range(c.eval_samples)]
         return statistics.fmean(task.rewards(list(zip(prompts, conts))))
 
@@ -89,7 +91,7 @@ def run(c: RestConfig, lab: Lab) -> LabResult:
         lab.trainer(phase, model, c.train, steps=steps).fit(
             batch_at, lambda b: lm_loss(model, [p for p, _ in b], [y for _, y in b]), after)
 
-    initial = lab.phase("initial", lambda: evaluate(base, c.seed + 1))
+    initial = lab.phase("initial", lambda: evaluate(base))
     _, policy = lab.trainable(c.model, c.train)
     curve, rows, total_steps, last = [[0, initial]], [], 0, None
     rows.append({"policy": "initial", "Grow": 0, "Improve": 0, "threshold": "-", "kept": "-", "steps": 0,
@@ -114,7 +116,7 @@ def run(c: RestConfig, lab: Lab) -> LabResult:
                 if last:
                     lab.drop(last)  # the policy now lives in this phase's checkpoint
                 last = phase
-            r = lab.phase(f"{phase}-eval", lambda g=g, i=i: evaluate(policy, c.seed + 10 * g + i))
+            r = lab.phase(f"{phase}-eval", lambda: evaluate(policy))
             curve.append([total_steps, r])
             rows.append({"policy": "ReST", "Grow": g, "Improve": i, "threshold": tau, "kept": len(kept),
                          "steps": total_steps, "reward": r})
@@ -122,7 +124,7 @@ def run(c: RestConfig, lab: Lab) -> LabResult:
     def baseline(name: str, data: list[Example], steps: int) -> float:
         _, model = lab.trainable(c.model, c.train)
         finetune(name, model, data, steps)
-        return evaluate(model, c.seed + 999)
+        return evaluate(model)
 
     sft_steps = max(total_steps, steps_for(task.supervised))
     sft = lab.phase("sft", lambda: baseline("sft", task.supervised, sft_steps))

@@ -91,8 +91,9 @@ def run(c: SquashConfig, lab: Lab) -> LabResult:
     last = layers - 1
     first_p, last_p, first_c, last_c = plain[0][last], plain[-1][last], commas[0][last], commas[-1][last]
     notes = [
-        f"{c.model}: last-token hidden states after the embeddings (layer 0) and each of its {layers - 1} layers, "
-        f"for runs of {c.token!r} of n and n+1 tokens; with commas, one after every {c.comma_every}.",
+        f"{c.model}: last-token hidden states after the embeddings (layer 0) and each of its {layers - 1} layers "
+        f"(the last one after the final norm, as transformers returns it, so on its own scale), for runs of "
+        f"{c.token!r} of n and n+1 tokens; with commas, one after every {c.comma_every}.",
         f"Final layer, n = {c.lengths[0]} → {c.lengths[-1]}: the distance goes {first_p:.3g} → {last_p:.3g} plain "
         f"and {first_c:.3g} → {last_c:.3g} with commas. "
         + ("As in the paper, the plain run's representations converge as n grows and the commas keep them apart."
