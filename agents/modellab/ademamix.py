@@ -77,7 +77,7 @@ def run(c: AdemamixConfig, lab: Lab) -> LabResult:
         f"extracts ({c.tokens} tokens), lr {c.lr}, seeds {', '.join(map(str, c.seeds))}; held-out loss on "
         f"{c.held_out} other extracts, {before:.3f} before training.",
         f"AdEMAMix: β3 = {c.beta3}, α = {c.alpha}, both warmed up over the whole run (the paper's schedulers).",
-        (f"AdEMAMix ends {adam - mix:+.3f} nats/token {'below' if mix < adam else 'above'} AdamW on held-out loss "
+        (f"AdEMAMix ends {abs(adam - mix):.3f} nats/token {'below' if mix < adam else 'above'} AdamW on held-out loss "
          f"(seed spread up to {spread:.3f}). "
          + ("The paper's gains come from long runs, where the slow EMA (half-life ~7k steps at β3 = 0.9999) has "
             "time to matter; over a run this short it is mostly warm-up, so a small or no difference is expected."

@@ -46,12 +46,12 @@ class AdemamixConfig(Recipe):
     passages: int = Field(64, ge=2, le=10_000, description="Wikipedia extracts fine-tuned on")
     held_out: int = Field(16, ge=1, le=10_000)
     length: int = Field(64, ge=8, le=2048, description="tokens per extract")
-    tokens: int = Field(8064, ge=64, description="the token budget each run trains on")
+    tokens: int = Field(7056, ge=64, description="the token budget each run trains on (28 steps of the defaults)")
     batch: int = Field(4, ge=1, le=1024)
     lr: float = Field(1e-4, gt=0, le=1)
     alpha: float = Field(5.0, ge=0, le=100)
     beta3: float = Field(0.9999, gt=0, lt=1)
-    eval_every: int = Field(8, ge=1, description="optimizer steps between held-out evaluations")
+    eval_every: int = Field(7, ge=1, description="optimizer steps between held-out evaluations")
 
 
 class RestConfig(Recipe):
