@@ -356,7 +356,7 @@ def test_a_crashed_recipe_resumes_without_redoing_finished_phases_or_steps(with_
     assert [e["phase"] for e in events if e["kind"] == "phase"] == ["goldfish"]  # base and standard were done
     assert [e["step"] for e in events if e["kind"] == "step"] == [2, 3]  # from the step-1 checkpoint
     assert [r["model"] for r in res.tables[next(iter(res.tables))]] == ["base model", "standard loss", "goldfish loss"]
-    with pytest.raises(LabError, match="only a goldfish run resumes here"):
+    with pytest.raises(LabError, match="is a goldfish run; only a rest run resumes here"):
         execute(Settings(), store, "rest", None, resume=run_id)
 
 

@@ -216,9 +216,9 @@ def test_a_model_lab_recipe_runs_from_its_page_and_renders_its_tables(ui, page):
     from app.store import RunStore
 
     url, data, _ = ui
-    open_page(page, url, "Model_lab")
-    page.get_by_label("Recipe").click()
-    page.get_by_role("option", name="squash", exact=False).first.click()
+    page.goto(f"{url}/Model_lab?recipe=squash")  # a link to one recipe's form
+    page.get_by_role("heading", name="Model lab", exact=True).first.wait_for(timeout=60_000)
+    page.wait_for_load_state("networkidle")
     page.get_by_label("Settings (JSON; every key is optional)").fill('{"lengths": [2, 6], "count_lengths": [3]}')
     page.get_by_role("button", name="Run").click()
     page.get_by_text("Counting the run").first.wait_for(timeout=300_000)

@@ -17,7 +17,10 @@ st.title("Model lab")
 st.caption("Training recipes from the papers behind Conclave, run on the small local models (read from our GGUF files "
            "into torch) with one shared trainer: checkpointed, resumable, and sized to finish in minutes on a laptop.")
 
-name = st.selectbox("Recipe", list(RECIPES), format_func=lambda n: f"{n}: {RECIPES[n].summary}")
+linked = st.query_params.get("recipe")  # ?recipe=squash opens that recipe's form
+names = list(RECIPES)
+name = st.selectbox("Recipe", names, index=names.index(linked) if linked in RECIPES else 0,
+                    format_func=lambda n: f"{n}: {RECIPES[n].summary}")
 with st.form("modellab"):
     defaults = RECIPES[name].config().model_dump(mode="json")
     text = st.text_area("Settings (JSON; every key is optional)", json.dumps(defaults, indent=1), height=300,
