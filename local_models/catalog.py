@@ -114,12 +114,29 @@ def resolve(name: str) -> ModelSpec:
     if name in CATALOG:
         return CATALOG[name]
     path = Path(name).expanduser()
+    if native_checkpoint(path):
+        return ModelSpec(name=path.name, arch="rwkv", filename=path.name, sha256=None, size=None, path=path.resolve(),
+                         backend="native")
     if name.endswith(".gguf") or path.is_file():
         if not path.is_file():
             raise ModelNotFound(f"GGUF file not found: {path}")
         return ModelSpec(name=path.name, arch=_gguf_arch(path), filename=path.name, sha256=None, size=None, path=path.resolve())
     known = ", ".join(CATALOG)
     raise ModelNotFound(f"unknown model {name!r}. Known models: {known}; or give a path to a .gguf file, or openai:<model> for an endpoint.")
+
+
+def native_checkpoint(path: Path) -> bool:
+    """An RWKV checkpoint (the only non-GGUF weights we run): an official .pth, a
+    .safetensors file, or an HF folder whose config.json says model_type rwkv."""
+    if path.is_file():
+        return path.suffix in (".pth", ".safetensors")
+    config = path / "config.json"
+    if path.is_dir() and config.is_file():
+        try:
+            return json.loads(config.read_text()).get("model_type") == "rwkv"
+        except (OSError, ValueError):
+            return False
+    return False
 
 
 def _gguf_arch(path: Path) -> str:
@@ -183,8 +200,8 @@ def ensure_weights(spec: ModelSpec, data_dir: Path) -> Path:
     """The verified weights file, or an error that names the command which fixes it."""
     path = weights_path(spec, data_dir)
     if spec.path is not None:
-        if not path.is_file():
-            raise ModelNotFound(f"GGUF file not found: {path}")
+        if not path.exists():
+            raise ModelNotFound(f"weights not found: {path}")
         return path
     if not path.is_file():
         raise ModelNotInstalled(f"model {spec.name!r} is not installed (no {path}). Run: {spec.pull_command}")

@@ -24,8 +24,9 @@ def open_llm(
     tokenizer: str | None = None,
     sink: CallSink | None = None,
 ) -> LLM:
-    """``tokenizer`` (openai only): a catalog name or .gguf whose vocabulary the endpoint's
-    model uses; with it the backend counts tokens locally (vocab only, no weights loaded)."""
+    """``tokenizer``: for openai, a catalog name or .gguf whose vocabulary the endpoint's
+    model uses, so that the backend counts tokens locally (vocab only, no weights loaded);
+    for an RWKV checkpoint, its tokenizer.json where it is not beside the weights."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if model.startswith("openai:") or backend == "openai":
@@ -47,9 +48,12 @@ def open_llm(
 
     spec = catalog.resolve(model)
     path = catalog.ensure_weights(spec, data_dir)
-    if backend == "native":
-        engine = native.load(path, spec.arch, n_ctx=n_ctx)
+    if backend == "native" or (backend is None and spec.backend == "native"):
+        options = {"tokenizer": tokenizer} if tokenizer and tokenizer.endswith(".json") else {}
+        engine = native.load(path, spec.arch, n_ctx=n_ctx, **options)
         return LocalLLM(engine, backend="native", model=spec.name, sink=sink)
+    if spec.backend == "native":
+        raise ValueError(f"{spec.name} is an {spec.arch} checkpoint, which llama.cpp cannot read: use --backend native")
     from local_models.llamacpp import LlamaCppEngine
 
     engine = LlamaCppEngine(path, name=spec.name, n_ctx=n_ctx, n_threads=n_threads)

@@ -27,6 +27,8 @@ def register(*archs: str):
 
 
 def load(path: Path, arch: str, **options) -> TokenEngine:
+    import local_models.rwkv  # noqa: F401  (registers its loader)
+
     loader = ENGINES.get(arch)
     if loader is None:
         have = ", ".join(sorted(ENGINES)) or "none yet"

@@ -1,0 +1,186 @@
+"""RWKV behind the ``TokenEngine`` interface: generation, scoring and serving.
+
+An RNN cannot drop tokens from its state the way a KV cache drops cells, so each slot
+keeps checkpoints: copies of its state at the end of every prompt and every
+``checkpoint_every`` tokens. Going back to position n restores the last checkpoint at or
+before n and re-reads the few tokens after it. A chat that resumes therefore re-reads at
+most the tail of its last answer, never its history. Several decoding slots advance
+together as one batch of single-token steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from local_models.engine import common_prefix
+from local_models.errors import ContextOverflow, ModelNotFound
+from local_models.rwkv import weights
+from local_models.rwkv.model import Rwkv4, State
+from local_models.rwkv.tokenizer import HFTokenizer, WorldTokenizer
+
+TOKENIZER_FILES = ("tokenizer.json", "20B_tokenizer.json")
+
+
+def find_tokenizer(path: Path, n_vocab: int, tokenizer: str | Path | None):
+    """The checkpoint's tokenizer: the one given, a tokenizer.json beside the weights, or
+    the World vocabulary for a 65,536-token model."""
+    if tokenizer:
+        return HFTokenizer(Path(tokenizer))
+    folder = path if path.is_dir() else path.parent
+    for name in (f"{path.stem}.tokenizer.json", *TOKENIZER_FILES):
+        if (folder / name).is_file():
+            return HFTokenizer(folder / name)
+    if n_vocab == 65536:
+        return WorldTokenizer()
+    raise ModelNotFound(
+        f"{path} has a {n_vocab}-token vocabulary, which is not the RWKV World one: put its tokenizer.json "
+        f"(20B_tokenizer.json for the Pile models) beside the weights"
+    )
+
+
+class RwkvEngine:
+    arch = "rwkv"
+
+    def __init__(self, model: Rwkv4, tokenizer, *, name: str, n_ctx: int = 4096, n_slots: int = 1,
+                 n_batch: int = 512, checkpoint_every: int = 64, max_checkpoints: int = 32):
+        self.model, self.tok, self.name = model, tokenizer, name
+        self.n_ctx, self.n_slots, self.n_batch = n_ctx, n_slots, n_batch
+        self.n_vocab = model.config.vocab_size
+        self.checkpoint_every, self.max_checkpoints = checkpoint_every, max_checkpoints
+        self.device = model.head.weight.device
+        self.state = model.new_state(n_slots)
+        self._tokens: list[list[int]] = [[] for _ in range(n_slots)]
+        self._checkpoints: list[dict[int, State]] = [{0: self.state.rows([s])} for s in range(n_slots)]
+        self.tokens_read = 0  # how many tokens went through the model: what prefix reuse saves
+
+    # --- text <-> tokens ----------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        return self.tok.encode(text)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.tok.token_bytes(token)
+
+    def is_eog(self, token: int) -> bool:
+        return self.tok.is_eog(token)
+
+    @property
+    def add_bos(self) -> bool:
+        return False  # RWKV models are trained without one
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        """The format RWKV's chat models were tuned on: "User: ...\\n\\nAssistant: ..."."""
+        roles = {"system": "System", "user": "User", "assistant": "Assistant"}
+        turns = []
+        for m in messages:
+            role = roles.get(m.get("role"))
+            if role is None:
+                raise ValueError(f"unknown chat role {m.get('role')!r}; use system, user or assistant")
+            # a blank line ends a turn, so one inside a message would end it early
+            text = "\n".join(line for line in str(m.get("content", "")).strip().split("\n") if line.strip())
+            turns.append(f"{role}: {text}")
+        return "\n\n".join(turns) + "\n\nAssistant:"
+
+    # --- the sequence in each slot ------------------------------------------------------
+
+    def cached(self, slot: int = 0) -> list[int]:
+        return self._tokens[slot]
+
+    def truncate(self, slot: int, n: int) -> None:
+        """Make slot ``slot`` hold its first ``n`` tokens: the last checkpoint at or before
+        n, then the tokens after it read again."""
+        toks = self._tokens[slot]
+        n = max(0, min(n, len(toks)))
+        if n == len(toks):
+            return
+        marks = self._checkpoints[slot]
+        at = max(m for m in marks if m <= n)
+        self.state.put([slot], marks[at])
+        for m in [m for m in marks if m > n]:
+            del marks[m]
+        keep, self._tokens[slot] = toks[:n], toks[:at]
+        if n > at:
+            self._run(slot, keep[at:], all_logits=False)
+
+    def _checkpoint(self, slot: int, force: bool = False) -> None:
+        n = len(self._tokens[slot])
+        marks = self._checkpoints[slot]
+        if n in marks or not (force or n - max(marks) >= self.checkpoint_every):
+            return
+        marks[n] = self.state.rows([slot])
+        while len(marks) > self.max_checkpoints:  # keep 0 and the newest
+            del marks[min(m for m in marks if m > 0)]
+
+    def _check_room(self, slot: int, n: int) -> None:
+        if len(self._tokens[slot]) + n > self.n_ctx:
+            raise ContextOverflow(f"{len(self._tokens[slot]) + n} tokens exceed the context of {self.n_ctx}")
+
+    def _run(self, slot: int, tokens: list[int], *, all_logits: bool) -> torch.Tensor:
+        """Read ``tokens`` into one slot, a chunk of ``n_batch`` at a time."""
+        rows = []
+        for i in range(0, len(tokens), self.n_batch):
+            chunk = tokens[i : i + self.n_batch]
+            s = self.state.rows([slot])
+            logits, s = self.model(torch.tensor([chunk], device=self.device), s, all_logits=all_logits)
+            self.state.put([slot], s)
+            self._tokens[slot].extend(chunk)
+            self.tokens_read += len(chunk)
+            self._checkpoint(slot)
+            rows.append(logits[0])
+        return torch.cat(rows) if all_logits else rows[-1]
+
+    def decode(self, work: list[tuple[int, list[int], bool]]) -> list[np.ndarray]:
+        """Like ``LlamaCppEngine.decode``: (slot, tokens, all_logits) entries, answered in
+        order. Single-token entries run together as one batch; prompt chunks run alone."""
+        for slot, tokens, _ in work:
+            self._check_room(slot, len(tokens))
+        out: list[np.ndarray | None] = [None] * len(work)
+        steps = [i for i, (_, tokens, all_logits) in enumerate(work) if len(tokens) == 1]
+        if steps:
+            slots = [work[i][0] for i in steps]
+            s = self.state.rows(slots)
+            logits, s = self.model(torch.tensor([work[i][1] for i in steps], device=self.device), s)
+            self.state.put(slots, s)
+            for i, slot, row in zip(steps, slots, logits):
+                self._tokens[slot].append(work[i][1][0])
+                self._checkpoint(slot)
+                out[i] = row[None].cpu().numpy() if work[i][2] else row.cpu().numpy()
+            self.tokens_read += len(steps)
+        for i, (slot, tokens, all_logits) in enumerate(work):
+            if out[i] is None:
+                out[i] = self._run(slot, tokens, all_logits=all_logits).cpu().numpy()
+                self._checkpoint(slot, force=True)  # the end of a prompt: where the next turn resumes
+        return out
+
+    # --- single sequence (slot 0) -------------------------------------------------------
+
+    def prefill(self, tokens: list[int]) -> np.ndarray:
+        if not tokens:
+            raise ValueError("cannot evaluate an empty prompt")
+        self.truncate(0, min(common_prefix(self._tokens[0], tokens), len(tokens) - 1))  # re-read >= 1 token for its logits
+        return self.append(tokens[len(self._tokens[0]) :], checkpoint=True)
+
+    def append(self, tokens: list[int], *, all_logits: bool = False, checkpoint: bool = False) -> np.ndarray:
+        if not tokens:
+            raise ValueError("nothing to append")
+        self._check_room(0, len(tokens))
+        if len(tokens) == 1 and not checkpoint:
+            return self.decode([(0, tokens, all_logits)])[0]
+        rows = self._run(0, tokens, all_logits=all_logits).cpu().numpy()
+        if checkpoint:
+            self._checkpoint(0, force=True)
+        return rows
+
+
+def load(path: Path, *, n_ctx: int = 4096, n_slots: int = 1, tokenizer: str | Path | None = None,
+         dtype: torch.dtype | None = None, device: str | None = None, name: str | None = None) -> RwkvEngine:
+    """An engine on an RWKV-4 checkpoint: float32 on the CPU, bfloat16 on a GPU."""
+    path = Path(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    model = weights.load(path, dtype=dtype, device=device)
+    tok = find_tokenizer(path, model.config.vocab_size, tokenizer)
+    return RwkvEngine(model, tok, name=name or path.name, n_ctx=n_ctx, n_slots=n_slots)

@@ -1,0 +1,44 @@
+"""Random-weight RWKV-4 checkpoints in the official .pth key layout (real RWKV weights are
+not available offline). The values are drawn the way trained models spread them: decays
+from slow to fast, mixes in [0, 1], LayerNorm gains near 1."""
+
+from pathlib import Path
+
+import torch
+
+
+def official_state_dict(n_layer: int, n_embd: int, vocab: int, *, n_ffn: int | None = None, seed: int = 0,
+                        dtype=torch.float32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    n_ffn = n_ffn or 4 * n_embd
+    rnd = lambda *shape, scale=1.0: (torch.randn(*shape, generator=g) * scale).to(dtype)  # noqa: E731
+    uni = lambda *shape: torch.rand(*shape, generator=g).to(dtype)  # noqa: E731
+    sd = {
+        "emb.weight": rnd(vocab, n_embd, scale=0.5),
+        "blocks.0.ln0.weight": 1 + rnd(n_embd, scale=0.1), "blocks.0.ln0.bias": rnd(n_embd, scale=0.1),
+        "ln_out.weight": 1 + rnd(n_embd, scale=0.1), "ln_out.bias": rnd(n_embd, scale=0.1),
+        "head.weight": rnd(vocab, n_embd, scale=n_embd ** -0.5),
+    }
+    for i in range(n_layer):
+        b = f"blocks.{i}."
+        for ln in ("ln1", "ln2"):
+            sd[f"{b}{ln}.weight"] = 1 + rnd(n_embd, scale=0.1)
+            sd[f"{b}{ln}.bias"] = rnd(n_embd, scale=0.1)
+        sd[b + "att.time_decay"] = (torch.linspace(-5, 3, n_embd) + torch.randn(n_embd, generator=g) * 0.3).to(dtype)
+        sd[b + "att.time_first"] = (torch.full((n_embd,), 0.3 * 1.0) + rnd(n_embd, scale=0.5)).to(dtype)
+        for n in "kvr":
+            sd[f"{b}att.time_mix_{n}"] = uni(1, 1, n_embd)
+        for n in ("key", "value", "receptance"):
+            sd[f"{b}att.{n}.weight"] = rnd(n_embd, n_embd, scale=n_embd ** -0.5)
+        sd[b + "att.output.weight"] = rnd(n_embd, n_embd, scale=n_embd ** -0.5)
+        for n in "kr":
+            sd[f"{b}ffn.time_mix_{n}"] = uni(1, 1, n_embd)
+        sd[b + "ffn.key.weight"] = rnd(n_ffn, n_embd, scale=n_embd ** -0.5)
+        sd[b + "ffn.receptance.weight"] = rnd(n_embd, n_embd, scale=n_embd ** -0.5)
+        sd[b + "ffn.value.weight"] = rnd(n_embd, n_ffn, scale=n_ffn ** -0.5)
+    return sd
+
+
+def save_checkpoint(path: Path, n_layer: int, n_embd: int, vocab: int, **kw) -> Path:
+    torch.save(official_state_dict(n_layer, n_embd, vocab, **kw), path)
+    return path
