@@ -13,7 +13,7 @@ from local_models.rwkv import weights
 from local_models.rwkv.engine import RwkvEngine, load as load_engine
 from local_models.rwkv.model import State
 from local_models.rwkv.tokenizer import WorldTokenizer
-from tests.rwkv_random import official_state_dict, save_checkpoint
+from local_models.rwkv.random_weights import official_state_dict, save_checkpoint
 
 L, D, V = 4, 128, 1000
 

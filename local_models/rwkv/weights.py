@@ -121,14 +121,15 @@ def build(sd: dict[str, torch.Tensor], c: RwkvConfig, *, dtype=torch.float32, de
         model = Rwkv4(c)
     emb = F.layer_norm(sd["emb.weight"].float(), (c.n_embd,), sd["blocks.0.ln0.weight"].float(),
                        sd["blocks.0.ln0.bias"].float(), eps=c.layer_norm_eps)
+    # checkpoints hold matrices as [out, in] (nn.Linear); Dense keeps them [in, out]
     ours = {"emb.weight": emb, "ln_out.weight": sd["ln_out.weight"], "ln_out.bias": sd["ln_out.bias"],
-            "head.weight": sd["head.weight"]}
+            "head.weight": sd["head.weight"].t()}
     for i in range(c.n_layer):
         b = f"blocks.{i}."
-        for n in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "att.key.weight", "att.value.weight",
-                  "att.receptance.weight", "att.output.weight", "ffn.key.weight", "ffn.receptance.weight",
-                  "ffn.value.weight"):
+        for n in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias"):
             ours[b + n] = sd[b + n]
+        for n in ("att.key", "att.value", "att.receptance", "att.output", "ffn.key", "ffn.receptance", "ffn.value"):
+            ours[f"{b}{n}.weight"] = sd[f"{b}{n}.weight"].t()
         for part, names in (("att", "kvr"), ("ffn", "kr")):
             for n in names:
                 ours[f"{b}{part}.mix_{n}"] = sd[f"{b}{part}.time_mix_{n}"].reshape(-1)
@@ -136,9 +137,12 @@ def build(sd: dict[str, torch.Tensor], c: RwkvConfig, *, dtype=torch.float32, de
         ours[b + "att.u"] = sd[b + "att.time_first"].float().reshape(-1)
     for key, t in model.state_dict().items():
         if tuple(ours[key].shape) != tuple(t.shape):
-            raise WeightsCorrupt(f"{path}: {key} has shape {tuple(ours[key].shape)}, expected {tuple(t.shape)}")
+            found, want = tuple(ours[key].shape), tuple(t.shape)
+            if key.endswith("weight") and len(want) == 2 and key not in ("emb.weight",):
+                found, want = found[::-1], want[::-1]  # report in the checkpoint's [out, in] order
+            raise WeightsCorrupt(f"{path}: {key} has shape {found}, expected {want}")
     keep_fp32 = {k for k in ours if k.endswith((".w", ".u"))}
-    ours = {k: (v.to(device, torch.float32) if k in keep_fp32 else v.to(device, dtype)) for k, v in ours.items()}
+    ours = {k: (v.to(device, torch.float32) if k in keep_fp32 else v.to(device, dtype)).contiguous() for k, v in ours.items()}
     model.load_state_dict(ours, assign=True)
     return model.eval()
 

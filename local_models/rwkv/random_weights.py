@@ -1,6 +1,7 @@
-"""Random-weight RWKV-4 checkpoints in the official .pth key layout (real RWKV weights are
-not available offline). The values are drawn the way trained models spread them: decays
-from slow to fast, mixes in [0, 1], LayerNorm gains near 1."""
+"""Random-weight RWKV-4 checkpoints in the official .pth key layout, for tests and
+benchmarks (real RWKV weights are not available offline). The values are spread the way
+trained models spread them: decays from slow to fast, mixes in [0, 1], LayerNorm gains
+near 1, so that the state and the logits exercise the same ranges."""
 
 from pathlib import Path
 
