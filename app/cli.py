@@ -182,6 +182,7 @@ def serve(
 
     import uvicorn
 
+    from local_models import native
     from local_models.llamacpp import LlamaCppEngine
     from local_models.server import Served, create_app
 
@@ -193,11 +194,17 @@ def serve(
         raise ValueError(f"binding to {host} exposes the model to the network: give --api-key (or CONCLAVE_SERVER_API_KEY)")
     s = _settings()
     spec = catalog.resolve(model or s.model)
-    if (s.backend or "llamacpp") != "llamacpp":
-        raise ValueError("conclave serve runs llama.cpp models for now; the native engines join as they land")
+    backend = s.backend or spec.backend
+    if backend == "openai":
+        raise ValueError("conclave serve runs local models (llamacpp or native), not an endpoint")
     path = catalog.ensure_weights(spec, s.data_dir)
     with err.status(f"loading {spec.name} with {slots} slots …"):
-        engine = LlamaCppEngine(path, name=spec.name, n_ctx=s.n_ctx, n_threads=s.n_threads, n_slots=slots)
+        if backend == "native":
+            engine = native.load(path, spec.arch, n_ctx=s.n_ctx, n_slots=slots)
+        elif spec.backend == "native":
+            raise ValueError(f"{spec.name} is an {spec.arch} checkpoint, which llama.cpp cannot read: use --backend native")
+        else:
+            engine = LlamaCppEngine(path, name=spec.name, n_ctx=s.n_ctx, n_threads=s.n_threads, n_slots=slots)
     served = Served(spec.name, engine, max_queue=max_queue, api_key=api_key)
     err.print(f"serving [bold]{spec.name}[/] on http://{host}:{port}/v1 ({slots} slots, queue {max_queue})")
     # on Ctrl-C/SIGTERM, give in-flight requests a few seconds, then cancel them

@@ -235,3 +235,66 @@ def test_seam_runs_an_rwkv_checkpoint_end_to_end(world_ckpt, tmp_path):
 def test_a_pile_checkpoint_without_its_tokenizer_is_refused(ckpt):
     with pytest.raises(ModelNotFound, match="1000-token vocabulary"):
         load_engine(ckpt)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_engine_decodes_through_cuda_graphs_like_the_cpu(world_ckpt, monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # the rwkv package turns it on
+    gpu = load_engine(world_ckpt, n_slots=2, device="cuda", dtype=torch.float32)
+    bf16 = load_engine(world_ckpt, n_slots=2, device="cuda")
+    cpu = load_engine(world_ckpt, n_slots=2)
+    a = cpu.tokenize("Hello world, this is a test", add_bos=False)
+    for eng in (gpu, bf16, cpu):
+        eng.decode([(0, a, False), (1, a[:3], False)])
+    for tok in (5, 6, 7):
+        g, h, c = (eng.decode([(0, [tok], False), (1, [tok + 1], False)]) for eng in (gpu, bf16, cpu))
+        assert rel(g[0], c[0]) < 1e-4 and rel(g[1], c[1]) < 1e-4
+        assert rel(h[0], c[0]) < 5e-2
+    assert set(gpu._graphs) == {2}
+
+
+def test_served_over_http_to_the_official_openai_client(world_ckpt, tmp_path):
+    import concurrent.futures
+
+    import openai
+
+    from agents.backends import open_llm
+    from tests.server_proc import running_server
+
+    chat = [{"role": "user", "content": "Name a colour."}]
+    local = open_llm(str(world_ckpt), data_dir=tmp_path, n_ctx=512).chat(chat, max_tokens=6, temperature=0)
+    with running_server(tmp_path, "--model", str(world_ckpt), "--slots", "2", env={"CONCLAVE_N_CTX": "512"}) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
+        name = world_ckpt.name
+        assert [m.id for m in client.models.list().data] == [name]
+        r = client.chat.completions.create(model=name, messages=chat, max_tokens=6, temperature=0)
+        assert r.choices[0].message.content == local.text
+        assert r.usage.prompt_tokens == local.usage.prompt_tokens
+        prompts = ["Once upon a time", "The weather today", "In 1905, Einstein"]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # more requests than slots: batched and queued
+            outs = list(pool.map(lambda p: client.completions.create(model=name, prompt=p, max_tokens=5, temperature=0,
+                                                                      logprobs=1), prompts))
+        for out in outs:
+            assert out.usage.completion_tokens >= 1 and all(lp <= 0 for lp in out.choices[0].logprobs.token_logprobs)
+        streamed = "".join(c.choices[0].text for c in client.completions.create(
+            model=name, prompt=prompts[0], max_tokens=5, temperature=0, stream=True))
+        assert streamed == outs[0].choices[0].text
+        with pytest.raises(openai.BadRequestError) as too_long:
+            client.completions.create(model=name, prompt="word " * 600, max_tokens=4)
+        assert "context" in str(too_long.value)
+
+
+@pytest.mark.parametrize("script,args", [
+    ("rwkv_cpu.py", ["--layers", "2", "--embd", "64", "--vocab", "1000", "--prompt", "16", "--new", "4", "--rounds", "1"]),
+    ("rwkv_gpu.py", ["--smoke"]),  # the GPU script's own paths on tiny shapes, so that it is ready when a GPU is
+])
+def test_benchmark_scripts_run(script, args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / script), *args], cwd=root, capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "RWKV-4" in out.stdout and "tok/s" in out.stdout

@@ -18,7 +18,7 @@ import torch
 from local_models.engine import common_prefix
 from local_models.errors import ContextOverflow, ModelNotFound
 from local_models.rwkv import weights
-from local_models.rwkv.model import Rwkv4, State
+from local_models.rwkv.model import GraphedStep, Rwkv4, State
 from local_models.rwkv.tokenizer import HFTokenizer, WorldTokenizer
 
 TOKENIZER_FILES = ("tokenizer.json", "20B_tokenizer.json")
@@ -55,6 +55,7 @@ class RwkvEngine:
         self._tokens: list[list[int]] = [[] for _ in range(n_slots)]
         self._checkpoints: list[dict[int, State]] = [{0: self.state.rows([s])} for s in range(n_slots)]
         self.tokens_read = 0  # how many tokens went through the model: what prefix reuse saves
+        self._graphs: dict[int, GraphedStep] = {}  # decode steps by batch size, on a GPU
 
     # --- text <-> tokens ----------------------------------------------------------------
 
@@ -142,7 +143,7 @@ class RwkvEngine:
         if steps:
             slots = [work[i][0] for i in steps]
             s = self.state.rows(slots)
-            logits, s = self.model(torch.tensor([work[i][1] for i in steps], device=self.device), s)
+            logits = self._step(torch.tensor([work[i][1] for i in steps], device=self.device), s)
             self.state.put(slots, s)
             for i, slot, row in zip(steps, slots, logits):
                 self._tokens[slot].append(work[i][1][0])
@@ -154,6 +155,15 @@ class RwkvEngine:
                 out[i] = self._run(slot, tokens, all_logits=all_logits).cpu().numpy()
                 self._checkpoint(slot, force=True)  # the end of a prompt: where the next turn resumes
         return out
+
+    def _step(self, tokens: torch.Tensor, s: State) -> torch.Tensor:
+        """One token for each sequence of ``s``; through a CUDA graph on a GPU."""
+        if self.device.type != "cuda":
+            return self.model(tokens, s)[0]
+        graph = self._graphs.get(len(tokens))
+        if graph is None:
+            graph = self._graphs[len(tokens)] = GraphedStep(self.model, len(tokens))
+        return graph(tokens, s)
 
     # --- single sequence (slot 0) -------------------------------------------------------
 

@@ -43,3 +43,25 @@ def official_state_dict(n_layer: int, n_embd: int, vocab: int, *, n_ffn: int | N
 def save_checkpoint(path: Path, n_layer: int, n_embd: int, vocab: int, **kw) -> Path:
     torch.save(official_state_dict(n_layer, n_embd, vocab, **kw), path)
     return path
+
+
+def random_model(c, *, dtype=torch.bfloat16, device="cuda", seed: int = 0):
+    """An RWKV-4 model of config ``c`` with random weights made where it will run: for
+    shapes (7B) whose checkpoint would take longer to write and read than to benchmark."""
+    from local_models.rwkv.model import Rwkv4
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Rwkv4(c).to(dtype)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("mix_k") or name.endswith("mix_v") or name.endswith("mix_r"):
+                p.uniform_(0, 1)
+            elif ".ln" in name or name.startswith("ln_out"):
+                p.normal_(1.0 if name.endswith("weight") else 0.0, 0.1)
+            else:
+                p.normal_(0, p.shape[0] ** -0.5)
+        for block in model.blocks:
+            block.att.w.copy_(-torch.exp(torch.linspace(-5, 3, c.n_att, device=device)))
+            block.att.u.normal_(0.3, 0.5)
+    return model.eval()

@@ -1,0 +1,244 @@
+"""RWKV-4 on a GPU: our WKV kernels against the official CUDA kernel and fla's Triton
+kernel, side by side in one run, then the engine end to end on a 7B-shaped model.
+
+Anchors (H100 80GB HBM3, 2026-11-22), re-measured here where their code is at hand:
+- official RWKV-4 WKV forward, fp32: B8 T1024 C4096 0.237 ms; B1 T8192 C4096 1.32 ms;
+  B64 T128 C2560 0.114 ms. Its inference build ships as CUDA source in the ``rwkv``
+  package, compiled here with RWKV_CUDA_ON=1 (needs nvcc and ninja);
+- fla's ``fused_recurrent_rwkv4`` (package flash-linear-attention): 5x slower than that;
+- the rwkv package on a 7B-shaped RWKV-4, ``cuda fp16``: 16,091 tok/s prefill, 43.9 tok/s
+  decode at batch 1 (``--anchor-e2e`` re-measures it; it writes a 14 GB checkpoint).
+
+Goals: >= 1.0x the official kernel at B8 T1024 and B64 T128, >= 3x at B1 T8192; bf16
+inputs; 7B decode at batch 1 >= 150 tok/s (bandwidth bound ~205); memory constant in
+sequence length.
+
+    python benchmarks/rwkv_gpu.py [--anchor-e2e] [--skip-e2e]
+    python benchmarks/rwkv_gpu.py --smoke     # tiny shapes on the CPU (Triton interpreter): checks the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SMOKE = "--smoke" in sys.argv
+if SMOKE:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from kernels.wkv4 import choose, wkv4, wkv4_naive  # noqa: E402
+from local_models.rwkv.model import GraphedStep, RwkvConfig  # noqa: E402
+from local_models.rwkv.random_weights import random_model, save_checkpoint  # noqa: E402
+
+SHAPES = [(8, 1024, 4096, 0.237), (1, 8192, 4096, 1.32), (64, 128, 2560, 0.114)]
+SMOKE_SHAPES = [(2, 16, 32, None), (1, 40, 16, None)]
+con = Console(width=160)
+
+
+def timed(fn, reps: int = 20) -> float:
+    """Median seconds per call (CUDA events on a GPU)."""
+    fn()
+    if not torch.cuda.is_available():
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def rel(out, ref) -> float:
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def copy_bandwidth(dev) -> float:
+    """Device copy bandwidth (read + write bytes per second), the roof for these kernels."""
+    n = (1 << 28) if dev.type == "cuda" else (1 << 20)
+    a = torch.empty(n, device=dev)
+    b = torch.empty_like(a)
+    return 2 * a.numel() * 4 / timed(lambda: b.copy_(a))
+
+
+def official_kernel():
+    """The rwkv package's inference kernel, compiled on first use; None and why if it cannot be."""
+    if not torch.cuda.is_available():
+        return None, "needs CUDA"
+    os.environ["RWKV_CUDA_ON"] = "1"
+    try:
+        import rwkv.model  # noqa: F401  (builds and registers torch.ops.rwkv.wkv_forward)
+
+        return torch.ops.rwkv.wkv_forward, ""
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"[:80]
+
+
+def fla_kernel():
+    try:
+        from fla.ops.rwkv4 import fused_recurrent_rwkv4
+
+        return fused_recurrent_rwkv4, ""
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"[:80]
+
+
+def kernels_table(dev, roof: float) -> None:
+    official, why_official = official_kernel()
+    fla, why_fla = fla_kernel()
+    table = Table(title=f"WKV-4 forward, fp32 unless marked; {torch.cuda.get_device_name() if dev.type == 'cuda' else 'CPU (smoke)'}; "
+                        f"copy bandwidth {roof / 1e12:.2f} TB/s")
+    for col in ("shape", "impl", "ms", "TB/s", "vs official", "anchor ms (H100)", "rel err vs fp64"):
+        table.add_column(col, justify="left" if col in ("shape", "impl") else "right")
+    for B, T, C, anchor in (SMOKE_SHAPES if SMOKE else SHAPES):
+        g = torch.Generator(device=dev).manual_seed(0)
+        w = -torch.exp(torch.randn(C, device=dev, generator=g))
+        u = torch.randn(C, device=dev, generator=g)
+        k = torch.randn(B, T, C, device=dev, generator=g) * 5
+        v = torch.randn(B, T, C, device=dev, generator=g)
+        nbytes = 3 * B * T * C * 4 + 6 * B * C * 4  # read k, v; write y; state in and out
+        ref_y, _ = wkv4_naive(w.double(), u.double(), k.double(), v.double())
+        shape = f"B{B} T{T} C{C}"
+        t_official = None
+        if official is not None:
+            def run_official():
+                y = torch.empty_like(k)
+                aa, bb = torch.zeros(B, C, device=dev), torch.zeros(B, C, device=dev)
+                pp = torch.full((B, C), -1e38, device=dev)
+                official(B, T, C, w, u, k, v, y, aa, bb, pp)
+                return y
+            t_official = timed(run_official)
+            table.add_row(shape, "official CUDA (rwkv pkg)", f"{t_official * 1e3:.3f}", f"{nbytes / t_official / 1e12:.2f}",
+                          "1.00x", f"{anchor}" if anchor else "", f"{rel(run_official(), ref_y):.1e}")
+        else:
+            table.add_row(shape, "official CUDA (rwkv pkg)", "-", "-", "-", f"{anchor}" if anchor else "", why_official)
+        impls = ["fused_recurrent", "split"]
+        auto = choose(k) if dev.type == "cuda" else "fused_recurrent"
+        for impl in impls:
+            y, _ = wkv4(w, u, k, v, impl=impl)
+            t = timed(lambda: wkv4(w, u, k, v, impl=impl))
+            ratio = f"{t_official / t:.2f}x" if t_official else "-"
+            name = f"ours {impl}" + (" (chosen)" if impl == auto else "")
+            table.add_row(shape, name, f"{t * 1e3:.3f}", f"{nbytes / t / 1e12:.2f}", ratio, "", f"{rel(y, ref_y):.1e}")
+        kb, vb = k.bfloat16(), v.bfloat16()
+        y, _ = wkv4(w, u, kb, vb, impl=auto)
+        t = timed(lambda: wkv4(w, u, kb, vb, impl=auto))
+        table.add_row(shape, f"ours {auto}, bf16 in/out", f"{t * 1e3:.3f}", f"{(nbytes / 2) / t / 1e12:.2f}",
+                      f"{t_official / t:.2f}x" if t_official else "-", "",
+                      f"{rel(y, wkv4_naive(w.double(), u.double(), kb.double(), vb.double())[0]):.1e}")
+        if fla is not None:
+            state = torch.stack([torch.zeros(B, C, device=dev), torch.zeros(B, C, device=dev),
+                                 torch.full((B, C), -1e38, device=dev)], 1)[:, :, None]
+            td = torch.log(-w)  # fla takes time_decay and applies w = -exp(time_decay) itself
+            y, _ = fla(td, u, k, v, state)
+            t = timed(lambda: fla(td, u, k, v, state))
+            table.add_row(shape, "fla fused_recurrent_rwkv4", f"{t * 1e3:.3f}", f"{nbytes / t / 1e12:.2f}",
+                          f"{t_official / t:.2f}x" if t_official else "-", "", f"{rel(y, ref_y):.1e}")
+        else:
+            table.add_row(shape, "fla fused_recurrent_rwkv4", "-", "-", "-", "", why_fla)
+    con.print(table)
+
+
+def e2e_table(dev, roof: float, anchor_e2e: bool) -> None:
+    c = (RwkvConfig(n_layer=2, n_embd=64, n_att=64, n_ffn=256, vocab_size=1000) if SMOKE else
+         RwkvConfig(n_layer=32, n_embd=4096, n_att=4096, n_ffn=16384, vocab_size=50277))
+    dtype = torch.float32 if SMOKE else torch.bfloat16
+    model = random_model(c, dtype=dtype, device=dev)
+    weight_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if not n.startswith("emb"))
+    table = Table(title=f"RWKV-4 L{c.n_layer} D{c.n_embd} end to end, {str(dtype).removeprefix('torch.')}, random weights")
+    for col in ("measure", "native", "anchor", "ratio", "goal / limit"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    n_prompt, n_new = (32, 8) if SMOKE else (1024, 128)
+    prompt = torch.randint(0, c.vocab_size, (1, n_prompt), device=dev)
+    t_pre = timed(lambda: model(prompt), reps=5)
+    table.add_row(f"prefill {n_prompt} tokens, tok/s", f"{n_prompt / t_pre:,.0f}", "16,091 (rwkv pkg, H100)",
+                  f"{n_prompt / t_pre / 16091:.2f}x", "")
+    limit = roof / 2 / weight_bytes  # the copy figure counts read + write; a step only reads
+    for batch in (1, 16):
+        state = model.new_state(batch)
+        model(prompt.expand(batch, -1), state)
+        step = GraphedStep(model, batch) if dev.type == "cuda" else (lambda t, s: model(t, s)[0])
+        tok = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+
+        def decode():
+            nonlocal tok
+            for _ in range(n_new):
+                tok = step(tok, state).argmax(-1, keepdim=True)
+        t = timed(decode, reps=3)
+        rate = batch * n_new / t
+        if batch == 1:
+            table.add_row("decode batch 1, tok/s", f"{rate:,.1f}", "43.9 (rwkv pkg CUDA), 71.6 (without)",
+                          f"{rate / 43.9:.2f}x", f">= 150; bandwidth limit {limit:,.0f}")
+        else:
+            table.add_row(f"decode batch {batch}, total tok/s", f"{rate:,.1f}", "", "", "reported")
+    if dev.type == "cuda":
+        mem = []
+        for n in (128, 8192):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            state = model.new_state(1)
+            for i in range(0, n, 1024):  # read the context in chunks, then decode
+                model(torch.randint(0, c.vocab_size, (1, min(1024, n - i)), device=dev), state)
+            base = torch.cuda.max_memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            model(torch.zeros(1, 1, dtype=torch.long, device=dev), state)
+            mem.append((n, base, torch.cuda.max_memory_allocated()))
+        for n, base, peak in mem:
+            table.add_row(f"decode memory after {n} tokens, GiB", f"{peak / 2**30:.2f}", "", "",
+                          f"state {model.new_state(1).nbytes / 2**20:.1f} MiB, constant")
+    if anchor_e2e and dev.type == "cuda":
+        table.add_row(*anchor_rwkv_package(c))
+    con.print(table)
+
+
+def anchor_rwkv_package(c: RwkvConfig) -> list[str]:
+    """The rwkv package's own 7B numbers, from a checkpoint written for it (fp16)."""
+    os.environ["RWKV_CUDA_ON"] = "1"
+    from rwkv.model import RWKV
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_checkpoint(Path(tmp) / "rwkv4-7b.pth", c.n_layer, c.n_embd, c.vocab_size, dtype=torch.float16)
+        ref = RWKV(model=str(path), strategy="cuda fp16", verbose=False)
+    prompt = torch.randint(0, c.vocab_size, (1024,)).tolist()
+    t_pre = timed(lambda: ref.forward(prompt, None), reps=3)
+    _, state = ref.forward(prompt, None)
+
+    def decode():
+        tok, s = 0, [x.clone() for x in state]
+        for _ in range(64):
+            logits, s = ref.forward([tok], s)
+            tok = int(logits.argmax())
+    t_dec = timed(decode, reps=3)
+    return ["rwkv package, measured now", f"prefill {1024 / t_pre:,.0f} tok/s", f"decode {64 / t_dec:.1f} tok/s", "", ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU through the Triton interpreter")
+    ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--anchor-e2e", action="store_true", help="also run the rwkv package on the 7B shape (slow)")
+    args = ap.parse_args()
+    if not torch.cuda.is_available() and not args.smoke:
+        raise SystemExit("no GPU here: GPU figures count only when measured on one (try --smoke to check the script)")
+    dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    roof = copy_bandwidth(dev)
+    kernels_table(dev, roof)
+    if not args.skip_e2e:
+        e2e_table(dev, roof, args.anchor_e2e)
+
+
+if __name__ == "__main__":
+    main()
