@@ -114,6 +114,8 @@ def resolve(name: str) -> ModelSpec:
     if name in CATALOG:
         return CATALOG[name]
     path = Path(name).expanduser()
+    if path.suffix in (".pth", ".safetensors") and not path.exists():
+        raise ModelNotFound(f"checkpoint not found: {path}")
     if native_checkpoint(path):
         return ModelSpec(name=path.name, arch="rwkv", filename=path.name, sha256=None, size=None, path=path.resolve(),
                          backend="native")
@@ -122,7 +124,7 @@ def resolve(name: str) -> ModelSpec:
             raise ModelNotFound(f"GGUF file not found: {path}")
         return ModelSpec(name=path.name, arch=_gguf_arch(path), filename=path.name, sha256=None, size=None, path=path.resolve())
     known = ", ".join(CATALOG)
-    raise ModelNotFound(f"unknown model {name!r}. Known models: {known}; or give a path to a .gguf file, or openai:<model> for an endpoint.")
+    raise ModelNotFound(f"unknown model {name!r}. Known models: {known}; or give a path to a .gguf file or an RWKV checkpoint (.pth, .safetensors, an HF folder), or openai:<model> for an endpoint.")
 
 
 def native_checkpoint(path: Path) -> bool:

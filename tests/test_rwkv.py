@@ -139,6 +139,11 @@ def test_unknown_and_corrupt_checkpoints_say_what_is_wrong(tmp_path):
         weights.load(tmp_path / "shape.pth")
     with pytest.raises(WeightsCorrupt, match="no RWKV checkpoint"):
         weights.load(tmp_path / "absent.pth")
+    odd = official_state_dict(1, 16, 50)
+    odd["blocks.x.att.extra"] = torch.zeros(1)
+    torch.save(odd, tmp_path / "odd.pth")
+    with pytest.raises(WeightsCorrupt, match="not a well-formed"):
+        weights.load(tmp_path / "odd.pth")
 
 
 def test_world_tokenizer_matches_the_reference_trie():
@@ -162,14 +167,18 @@ def test_hf_tokenizer_json_round_trips(tmp_path):
 
     trainer = ByteLevelBPETokenizer()
     trainer.train_from_iterator(["hello world, hello RWKV"] * 50, vocab_size=300, special_tokens=["<|endoftext|>"])
+    trainer.add_tokens(["    ", "é-added"])  # plain-text added tokens, as 20B_tokenizer has for runs of spaces
     trainer.save(str(tmp_path / "tokenizer.json"))
     tok = HFTokenizer(tmp_path / "tokenizer.json")
-    text = "hello wörld 🦜"
+    text = "hello wörld 🦜\n    indented é-added"
     ids = tok.encode(text)
     assert b"".join(tok.token_bytes(i) for i in ids) == text.encode("utf-8")
     assert tok.is_eog(0) and tok.token_bytes(0) == b""
     with pytest.raises(WeightsCorrupt):
         HFTokenizer(tmp_path / "missing.json")
+    small = save_checkpoint(tmp_path / "small.pth", 1, 16, 50)  # fewer embeddings than the tokenizer has tokens
+    with pytest.raises(WeightsCorrupt, match="not this model's tokenizer"):
+        load_engine(small, tokenizer=tmp_path / "tokenizer.json")
 
 
 @pytest.fixture(scope="module")
@@ -195,11 +204,49 @@ def test_engine_reuses_checkpointed_state_when_a_chat_resumes(world_ckpt):
     assert eng.tokens_read - before == len(resumed) - len(history)  # the history was not read again
     fresh = load_engine(world_ckpt, n_ctx=2048).prefill(resumed)
     assert rel(out, fresh) < 1e-5
-    # going back into the middle of the history restores a checkpoint and re-reads the rest
-    before = eng.tokens_read
+    # going back into the middle of the history restores a checkpoint and reads on from it
     mid = eng.prefill(first[:-3] + [5, 6])
-    assert eng.tokens_read - before == 2 + (len(first) - 3) % eng.checkpoint_every
     assert rel(mid, load_engine(world_ckpt).prefill(first[:-3] + [5, 6])) < 1e-5
+    # a prompt read again (a retry, the next continuation to score) re-reads one token
+    eng.prefill(resumed)
+    before = eng.tokens_read
+    again = eng.prefill(resumed)
+    assert eng.tokens_read - before == 1 and rel(again, fresh) < 1e-5
+
+
+def test_long_answers_do_not_evict_the_prompt_checkpoints(world_ckpt):
+    eng = load_engine(world_ckpt)
+    eng.checkpoint_every, eng.max_checkpoints = 4, 5
+    prompt = eng.tokenize("A prompt that is read once " * 3, add_bos=False)
+    logits = eng.prefill(prompt)
+    for _ in range(40):
+        logits = eng.append([int(np.argmax(logits))])
+    before = eng.tokens_read
+    eng.prefill(prompt)
+    assert eng.tokens_read - before == 1
+    assert len(eng._checkpoints[0]) <= 5
+
+
+def test_engine_cache_survives_random_rewinds_and_mixed_batches(world_ckpt):
+    """Whatever a scheduler does (rewind a slot anywhere, mix prompt chunks with steps),
+    every logit equals a fresh engine's on the same tokens."""
+    rng = np.random.default_rng(0)
+    eng = load_engine(world_ckpt, n_slots=2)
+    eng.checkpoint_every, eng.max_checkpoints = 5, 4
+    fresh = load_engine(world_ckpt)
+    for _ in range(12):
+        slot = int(rng.integers(2))
+        eng.truncate(slot, int(rng.integers(0, len(eng.cached(slot)) + 1)))
+        other = 1 - slot
+        new = rng.integers(1, 60000, int(rng.integers(1, 9))).tolist()
+        work = [(slot, new, bool(rng.integers(2)))]
+        if eng.cached(other):
+            work.append((other, [int(rng.integers(1, 60000))], False))
+        outs = eng.decode(work)
+        for (s, toks, all_rows), out in zip(work, outs):
+            fresh.truncate(0, 0)
+            ref = fresh.prefill(eng.cached(s))
+            assert rel(out[-1] if all_rows else out, ref) < 1e-5
 
 
 def test_engine_batches_slots_like_separate_sequences(world_ckpt):

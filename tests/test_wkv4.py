@@ -49,7 +49,10 @@ def check(fn, B, T, C, *, k_scale=1.0, gate=True, tol=2e-5, dtype=torch.float32,
               cast(r) if gate else None, **kw)
     assert y.dtype == dtype and y.shape == (B, T, C)
     assert rel(y.cpu(), ref_y) < tol
-    assert rel(true_state([x.cpu() for x in s]), true_state(ref_s)) < tol
+    # p reaches ~175 with k = +-60, where float32 rounds it by ~1e-5 and e^p turns that into
+    # relative error: the float32 sequential recurrence itself is off by up to 1e-3 there
+    state_tol = max(tol, 1e-4) if k_scale > 20 else tol
+    assert rel(true_state([x.cpu() for x in s]), true_state(ref_s)) < state_tol
     # the inputs are left as they were
     assert torch.equal(state_in[0].cpu(), state[0].float())
 
@@ -74,6 +77,16 @@ def test_long_sequences_with_large_keys_do_not_overflow():
     assert torch.isfinite(y).all() and all(torch.isfinite(x).all() for x in s)
     ref_y, _ = wkv4_naive(w, u, k, v, state, r)
     assert rel(y, ref_y) < 2e-5
+
+
+def test_extreme_decays_stay_finite():
+    """w = -inf (a channel that forgets at once) and w = -0 (one that never forgets)."""
+    w, u, k, v, state, r = inputs(2, 40, 6)
+    w[0], w[1] = -torch.inf, -0.0
+    ref_y, ref_s = wkv4_naive(w, u, k, v, state, r)
+    y, s = wkv4_scan(w, u, k, v, state, r)
+    assert torch.isfinite(y).all() and rel(y, ref_y) < 1e-12
+    assert rel(true_state(s), true_state(ref_s)) < 1e-12
 
 
 @pytest.mark.parametrize("B,T,C,block_c", [(2, 13, 40, 16), (1, 24, 8, 8), (3, 1, 5, 8)])

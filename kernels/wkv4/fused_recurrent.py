@@ -31,7 +31,7 @@ def _recurrent(
     T, C, seg_len,
     HAS_R: tl.constexpr, WRITE_Y: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    bid, sid, cid = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    bid, sid, cid = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)  # B*T*C can pass 2^31
     n_seg = tl.num_programs(1)
     cs = cid * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = cs < C
@@ -74,7 +74,7 @@ def _carry(
     w_ptr, a0, b0, p0, a_seg, b_seg, p_seg, a_start, b_start, p_start, a_end, b_end, p_end,
     T, C, seg_len, n_seg, BLOCK_C: tl.constexpr,
 ):
-    bid, cid = tl.program_id(0), tl.program_id(1)
+    bid, cid = tl.program_id(0).to(tl.int64), tl.program_id(1)
     cs = cid * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = cs < C
     w = tl.load(w_ptr + cs, mask=mask, other=0.0).to(tl.float32)
@@ -111,6 +111,8 @@ def _prepare(w, u, k, v, state, r):
     if state is None:
         a = torch.zeros(B, C, device=k.device, dtype=torch.float32)
         state = (a, a.clone(), torch.full_like(a, EMPTY_P))
+    if any(s.shape != (B, C) or s.device != k.device for s in state):
+        raise ValueError(f"wkv4: the state must be three [{B}, {C}] tensors on {k.device}")
     state = tuple(s.to(torch.float32).contiguous() for s in state)
     return B, T, C, w.float().contiguous(), u.float().contiguous(), k, v, r, state
 

@@ -1,11 +1,12 @@
 """RWKV behind the ``TokenEngine`` interface: generation, scoring and serving.
 
 An RNN cannot drop tokens from its state the way a KV cache drops cells, so each slot
-keeps checkpoints: copies of its state at the end of every prompt and every
-``checkpoint_every`` tokens. Going back to position n restores the last checkpoint at or
-before n and re-reads the few tokens after it. A chat that resumes therefore re-reads at
-most the tail of its last answer, never its history. Several decoding slots advance
-together as one batch of single-token steps.
+keeps checkpoints: copies of its state within every prompt (after each chunk, and just
+before and after its last token) and every ``checkpoint_every`` generated tokens. Going
+back to position n restores the last checkpoint at or before n, and the caller reads on
+from there. A chat that resumes therefore re-reads at most the tail of its last answer,
+never its history, and a prompt read again re-reads one token. Several decoding slots
+advance together as one batch of single-token steps.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from local_models.engine import common_prefix
-from local_models.errors import ContextOverflow, ModelNotFound
+from local_models.errors import ContextOverflow, ModelNotFound, WeightsCorrupt
 from local_models.rwkv import weights
 from local_models.rwkv.model import GraphedStep, Rwkv4, State
 from local_models.rwkv.tokenizer import HFTokenizer, WorldTokenizer
@@ -53,7 +54,8 @@ class RwkvEngine:
         self.device = model.head.weight.device
         self.state = model.new_state(n_slots)
         self._tokens: list[list[int]] = [[] for _ in range(n_slots)]
-        self._checkpoints: list[dict[int, State]] = [{0: self.state.rows([s])} for s in range(n_slots)]
+        # per slot: position -> (state there, whether it is within a prompt)
+        self._checkpoints: list[dict[int, tuple[State, bool]]] = [{0: (self.state.rows([s]), True)} for s in range(n_slots)]
         self.tokens_read = 0  # how many tokens went through the model: what prefix reuse saves
         self._graphs: dict[int, GraphedStep] = {}  # decode steps by batch size, on a GPU
 
@@ -91,47 +93,53 @@ class RwkvEngine:
         return self._tokens[slot]
 
     def truncate(self, slot: int, n: int) -> None:
-        """Make slot ``slot`` hold its first ``n`` tokens: the last checkpoint at or before
-        n, then the tokens after it read again."""
+        """Keep at most the first ``n`` tokens of a slot. An RNN state cannot drop tokens, so
+        this goes back to the last checkpoint at or before n; callers read on from
+        ``cached(slot)``, so what lies between goes through the usual chunked prefill rather
+        than being re-read here."""
         toks = self._tokens[slot]
         n = max(0, min(n, len(toks)))
         if n == len(toks):
             return
         marks = self._checkpoints[slot]
         at = max(m for m in marks if m <= n)
-        self.state.put([slot], marks[at])
-        for m in [m for m in marks if m > n]:
+        self.state.put([slot], marks[at][0])
+        for m in [m for m in marks if m > at]:
             del marks[m]
-        keep, self._tokens[slot] = toks[:n], toks[:at]
-        if n > at:
-            self._run(slot, keep[at:], all_logits=False)
+        del toks[at:]
 
-    def _checkpoint(self, slot: int, force: bool = False) -> None:
+    def _checkpoint(self, slot: int, *, prompt: bool = False) -> None:
+        """Keep a copy of the slot's state here: always within prompts (where a chat resumes
+        or a prompt is read again), every ``checkpoint_every`` tokens while generating."""
         n = len(self._tokens[slot])
         marks = self._checkpoints[slot]
-        if n in marks or not (force or n - max(marks) >= self.checkpoint_every):
+        if n in marks or not (prompt or n - max(marks) >= self.checkpoint_every):
             return
-        marks[n] = self.state.rows([slot])
-        while len(marks) > self.max_checkpoints:  # keep 0 and the newest
-            del marks[min(m for m in marks if m > 0)]
+        marks[n] = (self.state.rows([slot]), prompt)
+        while len(marks) > self.max_checkpoints:  # drop the oldest, generation marks first; keep 0
+            old = [m for m in marks if m > 0 and not marks[m][1]] or [m for m in marks if m > 0]
+            del marks[min(old)]
 
     def _check_room(self, slot: int, n: int) -> None:
         if len(self._tokens[slot]) + n > self.n_ctx:
             raise ContextOverflow(f"{len(self._tokens[slot]) + n} tokens exceed the context of {self.n_ctx}")
 
     def _run(self, slot: int, tokens: list[int], *, all_logits: bool) -> torch.Tensor:
-        """Read ``tokens`` into one slot, a chunk of ``n_batch`` at a time."""
+        """Read prompt tokens into one slot, a chunk of ``n_batch`` at a time. The last token
+        goes alone, so that there is a checkpoint just before it: reading a prompt again
+        re-reads its last token for the logits, and resumes there."""
+        head = tokens[:-1]
+        pieces = [head[i : i + self.n_batch] for i in range(0, len(head), self.n_batch)] + [tokens[-1:]]
         rows = []
-        for i in range(0, len(tokens), self.n_batch):
-            chunk = tokens[i : i + self.n_batch]
+        for piece in pieces:
             s = self.state.rows([slot])
-            logits, s = self.model(torch.tensor([chunk], device=self.device), s, all_logits=all_logits)
+            logits, s = self.model(torch.tensor([piece], device=self.device), s, all_logits=all_logits)
             self.state.put([slot], s)
-            self._tokens[slot].extend(chunk)
-            self.tokens_read += len(chunk)
-            self._checkpoint(slot)
-            rows.append(logits[0])
-        return torch.cat(rows) if all_logits else rows[-1]
+            self._tokens[slot].extend(piece)
+            self.tokens_read += len(piece)
+            self._checkpoint(slot, prompt=True)
+            rows.append(logits[0] if all_logits else logits[0][None])
+        return torch.cat(rows) if all_logits else rows[-1][0]
 
     def decode(self, work: list[tuple[int, list[int], bool]]) -> list[np.ndarray]:
         """Like ``LlamaCppEngine.decode``: (slot, tokens, all_logits) entries, answered in
@@ -153,7 +161,6 @@ class RwkvEngine:
         for i, (slot, tokens, all_logits) in enumerate(work):
             if out[i] is None:
                 out[i] = self._run(slot, tokens, all_logits=all_logits).cpu().numpy()
-                self._checkpoint(slot, force=True)  # the end of a prompt: where the next turn resumes
         return out
 
     def _step(self, tokens: torch.Tensor, s: State) -> torch.Tensor:
@@ -171,18 +178,12 @@ class RwkvEngine:
         if not tokens:
             raise ValueError("cannot evaluate an empty prompt")
         self.truncate(0, min(common_prefix(self._tokens[0], tokens), len(tokens) - 1))  # re-read >= 1 token for its logits
-        return self.append(tokens[len(self._tokens[0]) :], checkpoint=True)
+        return self.append(tokens[len(self._tokens[0]) :])
 
-    def append(self, tokens: list[int], *, all_logits: bool = False, checkpoint: bool = False) -> np.ndarray:
+    def append(self, tokens: list[int], *, all_logits: bool = False) -> np.ndarray:
         if not tokens:
             raise ValueError("nothing to append")
-        self._check_room(0, len(tokens))
-        if len(tokens) == 1 and not checkpoint:
-            return self.decode([(0, tokens, all_logits)])[0]
-        rows = self._run(0, tokens, all_logits=all_logits).cpu().numpy()
-        if checkpoint:
-            self._checkpoint(0, force=True)
-        return rows
+        return self.decode([(0, tokens, all_logits)])[0]
 
 
 def load(path: Path, *, n_ctx: int = 4096, n_slots: int = 1, tokenizer: str | Path | None = None,
@@ -193,4 +194,7 @@ def load(path: Path, *, n_ctx: int = 4096, n_slots: int = 1, tokenizer: str | Pa
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     model = weights.load(path, dtype=dtype, device=device)
     tok = find_tokenizer(path, model.config.vocab_size, tokenizer)
+    if tok.n_vocab > model.config.vocab_size:
+        raise WeightsCorrupt(f"the tokenizer has {tok.n_vocab} tokens but {path} embeds only {model.config.vocab_size}: "
+                             f"it is not this model's tokenizer")
     return RwkvEngine(model, tok, name=name or path.name, n_ctx=n_ctx, n_slots=n_slots)

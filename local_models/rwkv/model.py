@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kernels.wkv4 import EMPTY_P, wkv4
@@ -145,7 +144,8 @@ class ChannelMix(nn.Module):
 
     def forward(self, x: torch.Tensor, s: State, i: int) -> torch.Tensor:
         prev = shifted(x, s.ffn_x[i])
-        k = torch.square(torch.relu(self.key(torch.lerp(prev, x, self.mix_k))))
+        k = torch.relu_(self.key(torch.lerp(prev, x, self.mix_k)))
+        k = k * k  # squared ReLU; torch.square (pow) is several times slower on the CPU
         r = torch.sigmoid(self.receptance(torch.lerp(prev, x, self.mix_r)))
         s.ffn_x[i] = x[:, -1]
         return r * self.value(k)
@@ -203,24 +203,26 @@ class GraphedStep:
     inputs (``tokens``, ``state``): callers copy a batch's state in, replay, copy it out."""
 
     def __init__(self, model: Rwkv4, batch: int):
-        dev = model.head.weight.device
+        self.device = dev = model.head.weight.device
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=dev)
         self.state = model.new_state(batch)
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):  # compile the Triton kernels and let cuBLAS pick its algorithms
-            for _ in range(2):
-                model(self.tokens, self.state)
-        torch.cuda.current_stream(dev).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits, _ = model(self.tokens, self.state)
+        with torch.cuda.device(dev):  # graphs capture on the current device
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # compile the Triton kernels and let cuBLAS pick its algorithms
+                for _ in range(2):
+                    model(self.tokens, self.state)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits, _ = model(self.tokens, self.state)
 
     def __call__(self, tokens: torch.Tensor, state: State) -> torch.Tensor:
         """Logits after ``tokens`` [batch, 1]; ``state`` advances in place. The returned
         tensor is overwritten by the next call."""
         self.tokens.copy_(tokens)
         self.state.put(slice(None), state)
-        self.graph.replay()
+        with torch.cuda.device(self.device):
+            self.graph.replay()
         state.put(slice(None), self.state)
         return self.logits

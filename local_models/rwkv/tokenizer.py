@@ -101,6 +101,8 @@ class HFTokenizer:
         self.n_vocab = self._tok.get_vocab_size(with_added_tokens=True)
         added = self._tok.get_added_tokens_decoder()
         self._special = {i for i, t in added.items() if t.special}
+        # added tokens are stored as plain text, outside the byte-level alphabet
+        self._added = {i: t.content.encode("utf-8") for i, t in added.items() if not t.special}
         self._eog = {i for i, t in added.items() if t.content in ("<|endoftext|>", "</s>", "<|im_end|>", "<eos>")}
         byte_level = '"ByteLevel"' in self._tok.to_str()
         self._bytes = _byte_decoder() if byte_level else None
@@ -114,6 +116,8 @@ class HFTokenizer:
         if piece is None:
             if token in self._special:
                 piece = b""
+            elif token in self._added:
+                piece = self._added[token]
             elif self._bytes is not None:
                 s = self._tok.id_to_token(token) or ""
                 piece = bytes(self._bytes[ch] for ch in s if ch in self._bytes)

@@ -91,7 +91,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 raise
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and header errors all mean the same to the user
-        raise WeightsCorrupt(f"{path} could not be read as an RWKV checkpoint: {e}") from e
+        raise WeightsCorrupt(f"{path} could not be read as an RWKV checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise WeightsCorrupt(f"{path} is not a state dict of tensors (a training checkpoint? save model.state_dict())")
     return sd
@@ -104,10 +104,13 @@ def config_of(sd: dict[str, torch.Tensor], path: Path | str = "checkpoint", laye
     for key in ("emb.weight", "blocks.0.att.key.weight", "blocks.0.ffn.key.weight"):
         if key not in sd:
             raise WeightsCorrupt(f"{path} is not an RWKV-4 checkpoint: it has no {key!r}")
-    n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    vocab, n_embd = sd["emb.weight"].shape
-    c = RwkvConfig(n_layer=n_layer, n_embd=n_embd, n_att=sd["blocks.0.att.key.weight"].shape[0],
-                   n_ffn=sd["blocks.0.ffn.key.weight"].shape[0], vocab_size=vocab, layer_norm_eps=layer_norm_eps)
+    try:
+        n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+        vocab, n_embd = sd["emb.weight"].shape
+        c = RwkvConfig(n_layer=n_layer, n_embd=n_embd, n_att=sd["blocks.0.att.key.weight"].shape[0],
+                       n_ffn=sd["blocks.0.ffn.key.weight"].shape[0], vocab_size=vocab, layer_norm_eps=layer_norm_eps)
+    except (ValueError, IndexError) as e:  # a block key that is not blocks.<n>, a tensor of the wrong rank
+        raise WeightsCorrupt(f"{path} is not a well-formed RWKV-4 checkpoint: {e}") from e
     missing = [k for k in expected_keys(n_layer) if k not in sd]
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
