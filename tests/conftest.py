@@ -9,6 +9,11 @@ from local_models import catalog
 # Tests never touch the user's data dir or config.
 os.environ.pop("CONCLAVE_CONFIG", None)
 
+# Without a GPU, Triton kernels run through Triton's interpreter (tiny shapes); it is read
+# when a kernel is defined, so before any test imports one.
+if not __import__("torch").cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch, tmp_path):
