@@ -70,6 +70,17 @@ class GGUFText:
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
         return self._model.tokenize(text.encode("utf-8"), add_bos, True)
 
+    def token_bytes(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:  # a buffer per miss: the server calls this from two threads
+            buf = ctypes.create_string_buffer(256)
+            n = self._lib.llama_token_to_piece(self._model.vocab, token, buf, len(buf), 0, False)
+            piece = self._pieces[token] = buf.raw[: max(n, 0)]
+        return piece
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._model.vocab, token))
+
     def chat_prompt(self, messages: list[dict]) -> str:
         if self._formatter is None:
             template = self.metadata.get("tokenizer.chat_template")
@@ -111,7 +122,7 @@ class LlamaCppEngine(GGUFText):
         self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=False)
         self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         self._n_batch = n_batch
-        self._vocab = self._model.vocab
+        self._pieces: dict[int, bytes] = {}
         self.metadata = self._model.metadata() or {}
         self.name = name or Path(path).name
         self.arch = self.metadata.get("general.architecture", "unknown")
@@ -120,20 +131,6 @@ class LlamaCppEngine(GGUFText):
         self.n_batch = n_batch
         self.n_vocab = self._model.n_vocab()
         self._slots: list[list[int]] = [[] for _ in range(n_slots)]  # what each slot's cache holds
-        self._pieces: dict[int, bytes] = {}
-
-    # --- text <-> tokens (tokenize, chat_prompt: GGUFText) ----------------------------
-
-    def token_bytes(self, token: int) -> bytes:
-        piece = self._pieces.get(token)
-        if piece is None:  # a buffer per miss: the server calls this from two threads
-            buf = ctypes.create_string_buffer(256)
-            n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-            piece = self._pieces[token] = buf.raw[: max(n, 0)]
-        return piece
-
-    def is_eog(self, token: int) -> bool:
-        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
     # --- evaluation --------------------------------------------------------------------
     # Slot s is KV-cache sequence s. Slot 0 serves the single-sequence calls (prefill,
@@ -221,6 +218,7 @@ class LlamaCppVocab(GGUFText):
             raise WeightsCorrupt(f"llama.cpp could not read the vocabulary of {path}: {e}") from e
         self.metadata = self._model.metadata() or {}
         self.name = name or Path(path).name
+        self._pieces: dict[int, bytes] = {}
 
 
 def stock_llama(path: Path, **kwargs):

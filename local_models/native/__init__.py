@@ -27,7 +27,8 @@ def register(*archs: str):
 
 
 def load(path: Path, arch: str, **options) -> TokenEngine:
-    import local_models.rwkv  # noqa: F401  (registers its loader)
+    import local_models.rwkv  # noqa: F401  (these register their loaders)
+    import local_models.transformer  # noqa: F401
 
     loader = ENGINES.get(arch)
     if loader is None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from local_models.engine import common_prefix
-from local_models.errors import ContextOverflow, ModelNotFound, WeightsCorrupt
+from local_models.errors import ModelNotFound, WeightsCorrupt
 from local_models.rwkv import weights
 from local_models.rwkv.model import GraphedStep, Rwkv4, State
 from local_models.rwkv.tokenizer import HFTokenizer, WorldTokenizer
+from local_models.slots import SlotEngine
 
 TOKENIZER_FILES = ("tokenizer.json", "20B_tokenizer.json")
 
@@ -42,21 +41,19 @@ def find_tokenizer(path: Path, n_vocab: int, tokenizer: str | Path | None):
     )
 
 
-class RwkvEngine:
+class RwkvEngine(SlotEngine):
     arch = "rwkv"
 
     def __init__(self, model: Rwkv4, tokenizer, *, name: str, n_ctx: int = 4096, n_slots: int = 1,
                  n_batch: int = 512, checkpoint_every: int = 64, max_checkpoints: int = 32):
+        super().__init__(n_ctx=n_ctx, n_slots=n_slots, n_batch=n_batch)
         self.model, self.tok, self.name = model, tokenizer, name
-        self.n_ctx, self.n_slots, self.n_batch = n_ctx, n_slots, n_batch
         self.n_vocab = model.config.vocab_size
         self.checkpoint_every, self.max_checkpoints = checkpoint_every, max_checkpoints
         self.device = model.head.weight.device
         self.state = model.new_state(n_slots)
-        self._tokens: list[list[int]] = [[] for _ in range(n_slots)]
         # per slot: position -> (state there, whether it is within a prompt)
         self._checkpoints: list[dict[int, tuple[State, bool]]] = [{0: (self.state.rows([s]), True)} for s in range(n_slots)]
-        self.tokens_read = 0  # how many tokens went through the model: what prefix reuse saves
         self._graphs: dict[int, GraphedStep] = {}  # decode steps by batch size, on a GPU
 
     # --- text <-> tokens ----------------------------------------------------------------
@@ -89,9 +86,6 @@ class RwkvEngine:
 
     # --- the sequence in each slot ------------------------------------------------------
 
-    def cached(self, slot: int = 0) -> list[int]:
-        return self._tokens[slot]
-
     def truncate(self, slot: int, n: int) -> None:
         """Keep at most the first ``n`` tokens of a slot. An RNN state cannot drop tokens, so
         this goes back to the last checkpoint at or before n; callers read on from
@@ -120,11 +114,7 @@ class RwkvEngine:
             old = [m for m in marks if m > 0 and not marks[m][1]] or [m for m in marks if m > 0]
             del marks[min(old)]
 
-    def _check_room(self, slot: int, n: int) -> None:
-        if len(self._tokens[slot]) + n > self.n_ctx:
-            raise ContextOverflow(f"{len(self._tokens[slot]) + n} tokens exceed the context of {self.n_ctx}")
-
-    def _run(self, slot: int, tokens: list[int], *, all_logits: bool) -> torch.Tensor:
+    def _read(self, slot: int, tokens: list[int], all_logits: bool) -> torch.Tensor:
         """Read prompt tokens into one slot, a chunk of ``n_batch`` at a time. The last token
         goes alone, so that there is a checkpoint just before it: reading a prompt again
         re-reads its last token for the logits, and resumes there."""
@@ -136,55 +126,26 @@ class RwkvEngine:
             logits, s = self.model(torch.tensor([piece], device=self.device), s, all_logits=all_logits)
             self.state.put([slot], s)
             self._tokens[slot].extend(piece)
-            self.tokens_read += len(piece)
             self._checkpoint(slot, prompt=True)
             rows.append(logits[0] if all_logits else logits[0][None])
         return torch.cat(rows) if all_logits else rows[-1][0]
 
-    def decode(self, work: list[tuple[int, list[int], bool]]) -> list[np.ndarray]:
-        """Like ``LlamaCppEngine.decode``: (slot, tokens, all_logits) entries, answered in
-        order. Single-token entries run together as one batch; prompt chunks run alone."""
-        for slot, tokens, _ in work:
-            self._check_room(slot, len(tokens))
-        out: list[np.ndarray | None] = [None] * len(work)
-        steps = [i for i, (_, tokens, all_logits) in enumerate(work) if len(tokens) == 1]
-        if steps:
-            slots = [work[i][0] for i in steps]
-            s = self.state.rows(slots)
-            logits = self._step(torch.tensor([work[i][1] for i in steps], device=self.device), s)
-            self.state.put(slots, s)
-            for i, slot, row in zip(steps, slots, logits):
-                self._tokens[slot].append(work[i][1][0])
-                self._checkpoint(slot)
-                out[i] = row[None].cpu().numpy() if work[i][2] else row.cpu().numpy()
-            self.tokens_read += len(steps)
-        for i, (slot, tokens, all_logits) in enumerate(work):
-            if out[i] is None:
-                out[i] = self._run(slot, tokens, all_logits=all_logits).cpu().numpy()
-        return out
-
-    def _step(self, tokens: torch.Tensor, s: State) -> torch.Tensor:
-        """One token for each sequence of ``s``; through a CUDA graph on a GPU."""
-        if self.device.type != "cuda":
-            return self.model(tokens, s)[0]
-        graph = self._graphs.get(len(tokens))
-        if graph is None:
-            graph = self._graphs[len(tokens)] = GraphedStep(self.model, len(tokens))
-        return graph(tokens, s)
-
-    # --- single sequence (slot 0) -------------------------------------------------------
-
-    def prefill(self, tokens: list[int]) -> np.ndarray:
-        if not tokens:
-            raise ValueError("cannot evaluate an empty prompt")
-        self.truncate(0, min(common_prefix(self._tokens[0], tokens), len(tokens) - 1))  # re-read >= 1 token for its logits
-        return self.append(tokens[len(self._tokens[0]) :])
-
-    def append(self, tokens: list[int], *, all_logits: bool = False) -> np.ndarray:
-        if not tokens:
-            raise ValueError("nothing to append")
-        return self.decode([(0, tokens, all_logits)])[0]
-
+    def _step(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
+        """One token for each slot; through a CUDA graph on a GPU."""
+        s = self.state.rows(slots)
+        toks = torch.tensor([[t] for t in tokens], device=self.device)
+        if self.device.type == "cuda":
+            graph = self._graphs.get(len(slots))
+            if graph is None:
+                graph = self._graphs[len(slots)] = GraphedStep(self.model, len(slots))
+            logits = graph(toks, s)
+        else:
+            logits = self.model(toks, s)[0]
+        self.state.put(slots, s)
+        for slot, tok in zip(slots, tokens):
+            self._tokens[slot].append(tok)
+            self._checkpoint(slot)
+        return logits
 
 def load(path: Path, *, n_ctx: int = 4096, n_slots: int = 1, tokenizer: str | Path | None = None,
          dtype: torch.dtype | None = None, device: str | None = None, name: str | None = None) -> RwkvEngine:

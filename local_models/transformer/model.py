@@ -1,0 +1,230 @@
+"""A Mistral-style decoder in one file: Llama, Mistral, Qwen2 and Gemma 3 from one Config.
+
+Each layer is RMSNorm -> attention -> residual, RMSNorm -> gated MLP -> residual (Gemma
+adds a norm after each as well). Attention has grouped KV heads, RoPE with a per-layer
+base, optional QK-norm, and per layer either global causal attention or a sliding window
+of W keys: a query at position i sees the keys j with i - W < j <= i.
+
+The KV cache holds, per layer, a full buffer (global layers) or a ring of W cells
+(sliding layers: position j lives in cell j mod W). A chunk of new tokens attends to the
+cached keys followed by its own, and only then is written into the cache, so a ring never
+loses a key that a query of the same chunk still needs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from local_models.dense import Dense
+from local_models.transformer.config import Config
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, in float32. Gemma's (1 + w) is folded into the weight on loading."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).to(x.dtype)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the two halves of each head (the HF / NeoX layout). x [B, H, T, D]; cos, sin [B, 1, T, D]."""
+    a, b = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-b, a], dim=-1) * sin
+
+
+def rope_tables(pos: torch.Tensor, head_dim: int, base: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    inv = 1.0 / base ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+    ang = pos.float()[..., None] * inv  # [B, T, D/2]
+    ang = torch.cat([ang, ang], dim=-1)[:, None]
+    return ang.cos().to(dtype), ang.sin().to(dtype)
+
+
+class KVCache:
+    """Keys and values of every slot: per KV-producing layer [slots, kv_heads, cells, head_dim],
+    with cells = W for sliding layers (a ring) and max_len for global ones."""
+
+    def __init__(self, c: Config, slots: int, max_len: int, *, dtype, device):
+        self.c, self.max_len = c, max_len
+        self.cells = [min(c.sliding_window, max_len) if t == "sliding" else max_len for t in c.layer_types]
+        self.k: dict[int, torch.Tensor] = {}
+        self.v: dict[int, torch.Tensor] = {}
+        for i in range(c.n_layers):
+            if c.kv_layer(i) == i:
+                shape = (slots, c.n_kv_heads, self.cells[i], c.head_dim)
+                self.k[i] = torch.zeros(shape, dtype=dtype, device=device)
+                self.v[i] = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = [0] * slots
+
+    @property
+    def nbytes_per_slot(self) -> int:
+        return sum(t[0].numel() * t.element_size() for t in (*self.k.values(), *self.v.values()))
+
+    def cell_positions(self, layer: int, n: int, device) -> torch.Tensor:
+        """The position each held cell stores, for a slot holding n tokens (cells in storage order)."""
+        cells = self.cells[layer]
+        s = torch.arange(min(n, cells), device=device)
+        if n <= cells:
+            return s
+        return s + cells * ((n - 1 - s) // cells)  # ring: the newest position congruent to s
+
+    def write(self, layer: int, slot: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store keys/values [kv_heads, T, head_dim] of positions start.. for one slot."""
+        cells, T = self.cells[layer], k.shape[1]
+        if self.cells[layer] == self.max_len:  # a full buffer
+            self.k[layer][slot, :, start : start + T] = k
+            self.v[layer][slot, :, start : start + T] = v
+            return
+        keep = min(T, cells)  # only the last W of a long chunk survive in the ring
+        idx = torch.arange(start + T - keep, start + T, device=k.device) % cells
+        self.k[layer][slot][:, idx] = k[:, T - keep :]
+        self.v[layer][slot][:, idx] = v[:, T - keep :]
+
+
+class Attention(nn.Module):
+    def __init__(self, c: Config, layer: int):
+        super().__init__()
+        self.c, self.layer = c, layer
+        self.owns_kv = c.kv_layer(layer) == layer
+        self.q = Dense(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias)
+        if self.owns_kv:
+            self.k = Dense(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
+            self.v = Dense(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
+        self.o = Dense(c.n_heads * c.head_dim, c.dim)
+        if c.qk_norm:
+            self.q_norm = RMSNorm(c.head_dim, c.norm_eps)
+            if self.owns_kv:
+                self.k_norm = RMSNorm(c.head_dim, c.norm_eps)
+        self.window = c.sliding_window if c.layer_types[layer] == "sliding" else None
+
+    def forward(self, x, cache: KVCache, slots: list[int], start: list[int], rope_cs, shared: dict):
+        c, B, T = self.c, x.shape[0], x.shape[1]
+        q = self.q(x).view(B, T, c.n_heads, c.head_dim).transpose(1, 2)
+        if c.qk_norm:
+            q = self.q_norm(q)
+        q = rope(q, *rope_cs)
+        if self.owns_kv:
+            k = self.k(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
+            v = self.v(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
+            if c.qk_norm:
+                k = self.k_norm(k)
+            k = rope(k, *rope_cs)
+            shared[self.layer] = (k, v)
+        else:
+            k, v = shared[c.kv_layer(self.layer)]
+        kv = c.kv_layer(self.layer)
+        out = []
+        for b, (slot, s0) in enumerate(zip(slots, start)):
+            held = cache.cell_positions(kv, s0, x.device)
+            keys = torch.cat([cache.k[kv][slot, :, : len(held)], k[b]], dim=1)
+            vals = torch.cat([cache.v[kv][slot, :, : len(held)], v[b]], dim=1)
+            kpos = torch.cat([held, torch.arange(s0, s0 + T, device=x.device)])
+            qpos = torch.arange(s0, s0 + T, device=x.device)[:, None]
+            mask = kpos[None] <= qpos
+            if self.window:
+                mask &= kpos[None] > qpos - self.window
+            out.append(self._attend(q[b : b + 1], keys[None], vals[None], mask))
+        if self.owns_kv:  # after attending: a ring must not lose keys this chunk still reads
+            for b, (slot, s0) in enumerate(zip(slots, start)):
+                cache.write(kv, slot, s0, k[b], v[b])
+        y = torch.cat(out).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
+        return self.o(y)
+
+    def _attend(self, q, k, v, mask):
+        c = self.c
+        if c.attn_softcap is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=c.scale, enable_gqa=True)
+        groups = c.n_heads // c.n_kv_heads  # soft-capped logits: written out
+        k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+        s = (q @ k.transpose(-1, -2)) * c.scale
+        s = c.attn_softcap * torch.tanh(s / c.attn_softcap)
+        s = s.masked_fill(~mask, float("-inf"))
+        return torch.softmax(s.float(), -1).to(q.dtype) @ v
+
+
+class MLP(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.gate = Dense(c.dim, c.ffn_dim)
+        self.up = Dense(c.dim, c.ffn_dim)
+        self.down = Dense(c.ffn_dim, c.dim)
+        self.act = F.silu if c.act == "silu" else (lambda x: F.gelu(x, approximate="tanh"))
+
+    def forward(self, x):
+        return self.down(self.act(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, c: Config, layer: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(c.dim, c.norm_eps)
+        self.attn = Attention(c, layer)
+        self.mlp_norm = RMSNorm(c.dim, c.norm_eps)
+        self.mlp = MLP(c)
+        if c.sandwich_norm:
+            self.post_attn_norm = RMSNorm(c.dim, c.norm_eps)
+            self.post_mlp_norm = RMSNorm(c.dim, c.norm_eps)
+        self.sandwich = c.sandwich_norm
+
+    def forward(self, x, cache, slots, start, rope_cs, shared):
+        h = self.attn(self.attn_norm(x), cache, slots, start, rope_cs, shared)
+        x = x + (self.post_attn_norm(h) if self.sandwich else h)
+        h = self.mlp(self.mlp_norm(x))
+        return x + (self.post_mlp_norm(h) if self.sandwich else h)
+
+
+class Transformer(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.config = c
+        self.embed = nn.Embedding(c.vocab_size, c.dim)
+        self.blocks = nn.ModuleList(Block(c, i) for i in range(c.n_layers))
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+        self.head = Dense(c.dim, c.vocab_size)  # holds the embedding's transpose when tied
+
+    @property
+    def dtype(self):
+        return self.head.weight.dtype
+
+    @property
+    def device(self):
+        return self.head.weight.device
+
+    def new_cache(self, slots: int, max_len: int | None = None) -> KVCache:
+        return KVCache(self.config, slots, max_len or self.config.max_len, dtype=self.dtype, device=self.device)
+
+    @torch.no_grad()
+    def forward(self, tokens: torch.Tensor, cache: KVCache, slots: list[int] | None = None, *, all_logits: bool = False):
+        """tokens [B, T] continue the sequences in cache ``slots`` (default 0..B-1); returns
+        float32 logits after the last token [B, V] (or every token [B, T, V]) and advances
+        the cache."""
+        c = self.config
+        B, T = tokens.shape
+        slots = list(range(B)) if slots is None else slots
+        start = [cache.length[s] for s in slots]
+        if max(start) + T > cache.max_len:
+            raise ValueError(f"{max(start) + T} tokens exceed the cache of {cache.max_len}")
+        pos = torch.tensor(start, device=tokens.device)[:, None] + torch.arange(T, device=tokens.device)
+        tables = {base: rope_tables(pos, c.head_dim, base, self.dtype) for base in {c.rope_base_of(i) for i in range(c.n_layers)}}
+        x = self.embed(tokens)
+        if c.embed_scale != 1.0:
+            x = x * torch.tensor(c.embed_scale, dtype=x.dtype)
+        shared: dict = {}
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, slots, start, tables[c.rope_base_of(i)], shared)
+        for s in slots:
+            cache.length[s] += T
+        if not all_logits:
+            x = x[:, -1]
+        logits = self.head(self.norm(x)).float()
+        if c.final_softcap is not None:
+            logits = c.final_softcap * torch.tanh(logits / c.final_softcap)
+        return logits
