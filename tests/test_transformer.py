@@ -178,3 +178,33 @@ def test_gemma3_sliding_window_on_real_text_matches_hf(gemma_path):
             got.append(int(logits.argmax()))
             logits = gemma.model(torch.tensor([[got[-1]]]), cache)
         assert got == want
+
+
+def test_cross_layer_kv_sharing_halves_the_cache_and_decodes_like_prefill():
+    """Cross-layer attention (Brandon et al. 2024): each pair of adjacent layers shares the
+    first one's keys and values. No reference implementation exists to compare with, so: the
+    cache holds half the bytes, and a prompt read at once gives what it gives token by token."""
+    from local_models.transformer.config import Config
+    from local_models.transformer.model import Transformer
+
+    def model(share, types=("sliding", "full") * 2):
+        c = Config(arch="llama", vocab_size=100, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=96,
+                   norm_eps=1e-6, rope_base=10000.0, layer_types=types, sliding_window=8, kv_share=share)
+        torch.manual_seed(0)
+        m = Transformer(c)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.2) if p.ndim > 1 else p.fill_(1.0)
+        return m.eval()
+
+    full = ("full",) * 4
+    assert model(2, full).new_cache(1, 64).nbytes_per_slot * 2 == model(1, full).new_cache(1, 64).nbytes_per_slot
+    shared = model(2)  # a global layer sharing a sliding layer's cache: the cache keeps every position
+    assert shared.new_cache(1, 64).cells == [64] * 4
+    assert not hasattr(shared.blocks[1].attn, "k")
+    seq = torch.randint(0, 100, (1, 30))
+    cache = shared.new_cache(1, 64)
+    whole = shared(seq, cache, all_logits=True)[0]
+    cache = shared.new_cache(1, 64)
+    steps = torch.stack([shared(seq[:, i : i + 1], cache)[0] for i in range(30)])
+    assert rel(steps, whole) < 1e-5

@@ -54,7 +54,9 @@ class KVCache:
 
     def __init__(self, c: Config, slots: int, max_len: int, *, dtype, device):
         self.c, self.max_len = c, max_len
-        self.cells = [min(c.sliding_window, max_len) if t == "sliding" else max_len for t in c.layer_types]
+        need = [min(c.sliding_window, max_len) if t == "sliding" else max_len for t in c.layer_types]
+        # a layer's cache serves every layer that shares it: as many cells as the widest needs
+        self.cells = [max(need[j] for j in range(c.n_layers) if c.kv_layer(j) == c.kv_layer(i)) for i in range(c.n_layers)]
         self.k: dict[int, torch.Tensor] = {}
         self.v: dict[int, torch.Tensor] = {}
         for i in range(c.n_layers):
