@@ -49,3 +49,12 @@ def common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def reuse_prefix(engine, tokens: list[int]) -> np.ndarray:
+    """``prefill`` for engines with slots: keep what slot 0 already holds of ``tokens`` (but
+    re-read at least the last token, for its logits) and append the rest."""
+    if not tokens:
+        raise ValueError("cannot evaluate an empty prompt")
+    engine.truncate(0, min(common_prefix(engine.cached(0), tokens), len(tokens) - 1))
+    return engine.append(tokens[len(engine.cached(0)) :])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from local_models.engine import common_prefix
+from local_models.engine import reuse_prefix
 from local_models.errors import ContextOverflow, WeightsCorrupt
 
 
@@ -190,10 +190,7 @@ class LlamaCppEngine(GGUFText):
         return np.ctypeslib.as_array(self._ctx.get_logits_ith(i), shape=(self.n_vocab,)).copy()
 
     def prefill(self, tokens: list[int]) -> np.ndarray:
-        if not tokens:
-            raise ValueError("cannot evaluate an empty prompt")
-        self.truncate(0, min(common_prefix(self._slots[0], tokens), len(tokens) - 1))  # re-read >= 1 token for its logits
-        return self.append(tokens[len(self._slots[0]) :])
+        return reuse_prefix(self, tokens)
 
     def append(self, tokens: list[int], *, all_logits: bool = False) -> np.ndarray:
         rows = [self.decode([(0, tokens[i : i + self._n_batch], all_logits)])[0] for i in range(0, len(tokens), self._n_batch)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from local_models.engine import common_prefix
+from local_models.engine import reuse_prefix
 from local_models.errors import ContextOverflow
 
 
@@ -65,10 +65,7 @@ class SlotEngine:
     # --- one sequence, in slot 0 ---------------------------------------------------------
 
     def prefill(self, tokens: list[int]) -> np.ndarray:
-        if not tokens:
-            raise ValueError("cannot evaluate an empty prompt")
-        self.truncate(0, min(common_prefix(self._tokens[0], tokens), len(tokens) - 1))  # re-read >= 1 token for its logits
-        return self.append(tokens[len(self._tokens[0]) :])
+        return reuse_prefix(self, tokens)
 
     def append(self, tokens: list[int], *, all_logits: bool = False) -> np.ndarray:
         if not tokens:

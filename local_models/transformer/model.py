@@ -30,9 +30,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).to(x.dtype)
+        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -96,10 +94,9 @@ class Attention(nn.Module):
         super().__init__()
         self.c, self.layer = c, layer
         self.owns_kv = c.kv_layer(layer) == layer
-        self.q = Dense(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias)
-        if self.owns_kv:
-            self.k = Dense(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
-            self.v = Dense(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
+        # Q, K and V in one product (one pass over the input, one call): loading concatenates them
+        self.widths = [c.n_heads * c.head_dim] + ([c.n_kv_heads * c.head_dim] * 2 if self.owns_kv else [])
+        self.qkv = Dense(c.dim, sum(self.widths), bias=c.qkv_bias)
         self.o = Dense(c.n_heads * c.head_dim, c.dim)
         if c.qk_norm:
             self.q_norm = RMSNorm(c.head_dim, c.norm_eps)
@@ -109,13 +106,14 @@ class Attention(nn.Module):
 
     def forward(self, x, cache: KVCache, slots: list[int], start: list[int], rope_cs, shared: dict):
         c, B, T = self.c, x.shape[0], x.shape[1]
-        q = self.q(x).view(B, T, c.n_heads, c.head_dim).transpose(1, 2)
+        parts = self.qkv(x).split(self.widths, dim=-1)
+        q = parts[0].view(B, T, c.n_heads, c.head_dim).transpose(1, 2)
         if c.qk_norm:
             q = self.q_norm(q)
         q = rope(q, *rope_cs)
         if self.owns_kv:
-            k = self.k(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
-            v = self.v(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
+            k = parts[1].view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
+            v = parts[2].view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
             if c.qk_norm:
                 k = self.k_norm(k)
             k = rope(k, *rope_cs)
@@ -123,6 +121,8 @@ class Attention(nn.Module):
         else:
             k, v = shared[c.kv_layer(self.layer)]
         kv = c.kv_layer(self.layer)
+        if T == 1:
+            return self.o(self._decode(q, k, v, cache, kv, slots, start).reshape(B, 1, -1))
         out = []
         for b, (slot, s0) in enumerate(zip(slots, start)):
             held = cache.cell_positions(kv, s0, x.device)
@@ -140,6 +140,29 @@ class Attention(nn.Module):
         y = torch.cat(out).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
         return self.o(y)
 
+    def _decode(self, q, k, v, cache: KVCache, kv: int, slots, start):
+        """One new token per sequence. Writing its key first is safe here: in a ring it
+        replaces position n - W, which query n no longer sees. Then every held cell is
+        visible to the query, so no mask is needed."""
+        if self.owns_kv:
+            for b, (slot, n) in enumerate(zip(slots, start)):
+                cell = n % cache.cells[kv]
+                cache.k[kv][slot, :, cell] = k[b, :, 0]
+                cache.v[kv][slot, :, cell] = v[b, :, 0]
+        out = []
+        for b, (slot, n) in enumerate(zip(slots, start)):
+            held = min(n + 1, cache.cells[kv])
+            keys, vals = cache.k[kv][slot : slot + 1, :, :held], cache.v[kv][slot : slot + 1, :, :held]
+            if self.window and held > self.window:  # a global layer's cache shared with a sliding one
+                keys, vals = self._in_window(keys, vals, n, cache.cells[kv])
+            out.append(self._attend(q[b : b + 1], keys, vals, None))
+        return torch.cat(out)
+
+    def _in_window(self, keys, vals, n, cells):
+        """The cells of the last W positions, from a cache wider than the window."""
+        assert cells > n, "a cache narrower than the sequence is a ring of exactly W cells"
+        return keys[:, :, n + 1 - self.window : n + 1], vals[:, :, n + 1 - self.window : n + 1]
+
     def _attend(self, q, k, v, mask):
         c = self.c
         if c.attn_softcap is None:
@@ -148,20 +171,21 @@ class Attention(nn.Module):
         k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
         s = (q @ k.transpose(-1, -2)) * c.scale
         s = c.attn_softcap * torch.tanh(s / c.attn_softcap)
-        s = s.masked_fill(~mask, float("-inf"))
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
         return torch.softmax(s.float(), -1).to(q.dtype) @ v
 
 
 class MLP(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
-        self.gate = Dense(c.dim, c.ffn_dim)
-        self.up = Dense(c.dim, c.ffn_dim)
+        self.gate_up = Dense(c.dim, 2 * c.ffn_dim)  # both in one product; loading concatenates them
         self.down = Dense(c.ffn_dim, c.dim)
         self.act = F.silu if c.act == "silu" else (lambda x: F.gelu(x, approximate="tanh"))
 
     def forward(self, x):
-        return self.down(self.act(self.gate(x)) * self.up(x))
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(self.act(gate) * up)
 
 
 class Block(nn.Module):

@@ -63,12 +63,28 @@ def unpermute_qk(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.reshape(heads, rows // heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
+def _fuse(tensors: dict[str, torch.Tensor], c: Config) -> None:
+    """Q, K, V into one matrix and gate, up into another, where all their parts are present."""
+    for i in range(c.n_layers):
+        b = f"blocks.{i}."
+        for kind in ("weight", "bias"):
+            names = [f"{b}attn.{n}.{kind}" for n in ("q", "k", "v")]
+            if c.kv_layer(i) != i:
+                names = names[:1]
+            if all(n in tensors for n in names):
+                tensors[f"{b}attn.qkv.{kind}"] = torch.cat([tensors.pop(n) for n in names])
+        names = [f"{b}mlp.gate.weight", f"{b}mlp.up.weight"]
+        if all(n in tensors for n in names):
+            tensors[f"{b}mlp.gate_up.weight"] = torch.cat([tensors.pop(n) for n in names])
+
+
 def build(c: Config, tensors: dict[str, torch.Tensor], *, source: str, gemma_norm_plus_one: bool,
           dtype=torch.float32, device="cpu") -> Transformer:
     """A model from tensors already under our names, [out, in] like nn.Linear."""
     with torch.device("meta"):
         model = Transformer(c)
     want = model.state_dict()
+    _fuse(tensors, c)
     if c.tied and "head.weight" not in tensors and "embed.weight" in tensors:
         tensors["head.weight"] = tensors["embed.weight"]
     missing = [k for k in want if k not in tensors]
