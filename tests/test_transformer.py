@@ -208,3 +208,20 @@ def test_cross_layer_kv_sharing_halves_the_cache_and_decodes_like_prefill():
     cache = shared.new_cache(1, 64)
     steps = torch.stack([shared(seq[:, i : i + 1], cache)[0] for i in range(30)])
     assert rel(steps, whole) < 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("family", ["mistral", "gemma3"])
+def test_gpu_forward_on_the_triton_kernels_matches_hf(family, tmp_path, monkeypatch):
+    """On a GPU prefill attention, RMSNorm and RoPE run on our Triton kernels."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    hf = randomize(tiny(family)).eval()
+    hf.save_pretrained(tmp_path)
+    ours = weights.load_hf(tmp_path, device="cuda")
+    seq = torch.randint(0, 300, (1, 60)).tolist()[0]
+    with torch.no_grad():
+        ref = hf(torch.tensor([seq])).logits[0]
+    cache = ours.new_cache(1, 128)
+    rows = [ours(torch.tensor([seq[i : i + 24]], device="cuda"), cache, all_logits=True)[0] for i in range(0, 48, 24)]
+    rows += [ours(torch.tensor([[t]], device="cuda"), cache)[0][None] for t in seq[48:]]
+    assert rel(torch.cat(rows).cpu(), ref) < 1e-4

@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.attention import attention_naive, visible
+from kernels.rmsnorm import rms_norm
+from kernels.rope import rope, rope_tables
 from local_models.dense import Dense
 from local_models.transformer.config import Config
 
@@ -30,20 +33,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
-
-
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the two halves of each head (the HF / NeoX layout). x [B, H, T, D]; cos, sin [B, 1, T, D]."""
-    a, b = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-b, a], dim=-1) * sin
-
-
-def rope_tables(pos: torch.Tensor, head_dim: int, base: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    inv = 1.0 / base ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
-    ang = pos.float()[..., None] * inv  # [B, T, D/2]
-    ang = torch.cat([ang, ang], dim=-1)[:, None]
-    return ang.cos().to(dtype), ang.sin().to(dtype)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class KVCache:
@@ -128,12 +118,9 @@ class Attention(nn.Module):
             held = cache.cell_positions(kv, s0, x.device)
             keys = torch.cat([cache.k[kv][slot, :, : len(held)], k[b]], dim=1)
             vals = torch.cat([cache.v[kv][slot, :, : len(held)], v[b]], dim=1)
-            kpos = torch.cat([held, torch.arange(s0, s0 + T, device=x.device)])
-            qpos = torch.arange(s0, s0 + T, device=x.device)[:, None]
-            mask = kpos[None] <= qpos
-            if self.window:
-                mask &= kpos[None] > qpos - self.window
-            out.append(self._attend(q[b : b + 1], keys[None], vals[None], mask))
+            kpos = torch.cat([held, torch.arange(s0, s0 + T, device=x.device)])[None]
+            qpos = torch.arange(s0, s0 + T, device=x.device)[None]
+            out.append(self._prefill(q[b : b + 1], keys[None], vals[None], qpos, kpos))
         if self.owns_kv:  # after attending: a ring must not lose keys this chunk still reads
             for b, (slot, s0) in enumerate(zip(slots, start)):
                 cache.write(kv, slot, s0, k[b], v[b])
@@ -155,7 +142,7 @@ class Attention(nn.Module):
             keys, vals = cache.k[kv][slot : slot + 1, :, :held], cache.v[kv][slot : slot + 1, :, :held]
             if self.window and held > self.window:  # a global layer's cache shared with a sliding one
                 keys, vals = self._in_window(keys, vals, n, cache.cells[kv])
-            out.append(self._attend(q[b : b + 1], keys, vals, None))
+            out.append(self._attend(q[b : b + 1], keys, vals))
         return torch.cat(out)
 
     def _in_window(self, keys, vals, n, cells):
@@ -163,17 +150,25 @@ class Attention(nn.Module):
         assert cells > n, "a cache narrower than the sequence is a ring of exactly W cells"
         return keys[:, :, n + 1 - self.window : n + 1], vals[:, :, n + 1 - self.window : n + 1]
 
-    def _attend(self, q, k, v, mask):
+    def _prefill(self, q, k, v, q_pos, k_pos):
+        """A chunk's queries over the cached keys and its own, masked by position."""
         c = self.c
-        if c.attn_softcap is None:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=c.scale, enable_gqa=True)
-        groups = c.n_heads // c.n_kv_heads  # soft-capped logits: written out
-        k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
-        s = (q @ k.transpose(-1, -2)) * c.scale
-        s = c.attn_softcap * torch.tanh(s / c.attn_softcap)
-        if mask is not None:
-            s = s.masked_fill(~mask, float("-inf"))
-        return torch.softmax(s.float(), -1).to(q.dtype) @ v
+        if c.attn_softcap is not None:
+            return attention_naive(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window, softcap=c.attn_softcap)
+        if q.is_cuda:
+            from kernels.attention.prefill import attention_prefill
+
+            return attention_prefill(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window)
+        mask = visible(q_pos, k_pos, self.window)[:, None]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=c.scale, enable_gqa=True)
+
+    def _attend(self, q, k, v):
+        """Decoding: one query over keys it all sees."""
+        c = self.c
+        if c.attn_softcap is not None:
+            pos = torch.zeros(1, k.shape[2], dtype=torch.long, device=q.device)
+            return attention_naive(q, k, v, pos[:, :1], pos, scale=c.scale, softcap=c.attn_softcap)
+        return F.scaled_dot_product_attention(q, k, v, scale=c.scale, enable_gqa=True)
 
 
 class MLP(nn.Module):

@@ -1,0 +1,68 @@
+"""Prefill attention in Triton, flash-attention style: each program holds a block of
+queries of one head and streams the keys block by block, keeping a running maximum, sum
+and output (the online softmax), so the scores never reach memory. Masks come from
+positions (see naive.py): causal, sliding window, cached keys before the chunk, ring
+cells in any order. A query head reads KV head ``head // groups`` (GQA)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _prefill(q_ptr, k_ptr, v_ptr, o_ptr, qpos_ptr, kpos_ptr,
+             Hq, Hkv, Tq, Tk, D, scale, window,
+             HAS_WINDOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    bh, mb = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    b, h = bh // Hq, bh % Hq
+    hk = h // (Hq // Hkv)
+    rows = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    rmask, dmask = rows < Tq, dims < D
+    q = tl.load(q_ptr + ((b * Hq + h) * Tq + rows[:, None]) * D + dims[None, :],
+                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    qp = tl.load(qpos_ptr + b * Tq + rows, mask=rmask, other=-1)
+    m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    for start in range(0, Tk, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        cmask = cols < Tk
+        kv_off = ((b * Hkv + hk) * Tk + cols[:, None]) * D + dims[None, :]
+        k = tl.load(k_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
+        v = tl.load(v_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
+        kp = tl.load(kpos_ptr + b * Tk + cols, mask=cmask, other=-1)
+        s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
+        seen = (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
+        if HAS_WINDOW:
+            seen = seen & (kp[None, :] > qp[:, None] - window)
+        s = tl.where(seen, s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing seen yet
+        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.exp(m - m_safe)
+        l = l * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+        m = m_new
+    out = acc / tl.where(l == 0.0, 1.0, l)[:, None]
+    tl.store(o_ptr + ((b * Hq + h) * Tq + rows[:, None]) * D + dims[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=rmask[:, None] & dmask[None, :])
+
+
+def attention_prefill(q, k, v, q_pos, k_pos, *, scale: float, window: int | None = None,
+                      block_m: int = 64, block_n: int = 64, num_warps: int = 4):
+    """Same contract as ``attention_naive`` (no soft-capping)."""
+    B, Hq, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    if Hq % Hkv or v.shape != k.shape or q_pos.shape != (B, Tq) or k_pos.shape != (B, Tk):
+        raise ValueError(f"attention: q {tuple(q.shape)}, k {tuple(k.shape)}, positions "
+                         f"{tuple(q_pos.shape)}/{tuple(k_pos.shape)} do not agree")
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    o = torch.empty_like(q)
+    grid = (B * Hq, triton.cdiv(Tq, block_m))
+    _prefill[grid](q, k, v, o, q_pos.to(torch.int32).contiguous(), k_pos.to(torch.int32).contiguous(),
+                   Hq, Hkv, Tq, Tk, D, scale, window or 0, HAS_WINDOW=bool(window),
+                   BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(D)), num_warps=num_warps)
+    return o
