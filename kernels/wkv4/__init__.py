@@ -12,6 +12,8 @@ y (times sigmoid(r) when r is given) and the state after the last token.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from kernels.wkv4.naive import EMPTY_P, wkv4_naive, zero_state
@@ -32,8 +34,13 @@ def choose(k: torch.Tensor) -> str:
         return "naive" if T == 1 else "scan"
     # one program per 128 channels: below a few programs per SM the GPU idles, so split time
     programs = B * -(-C // 128)
-    sms = torch.cuda.get_device_properties(k.device).multi_processor_count
-    return "split" if T >= 512 and programs < 4 * sms else "fused_recurrent"
+    return "split" if T >= 512 and programs < 4 * _sm_count(k.device.index) else "fused_recurrent"
+
+
+@functools.cache
+def _sm_count(device: int | None) -> int:
+    """Streaming multiprocessors of a GPU: asked once, not on every decode step."""
+    return torch.cuda.get_device_properties(device if device is not None else torch.cuda.current_device()).multi_processor_count
 
 
 def wkv4(w, u, k, v, state=None, r=None, *, impl: str | None = None):

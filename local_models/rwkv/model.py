@@ -65,10 +65,6 @@ class State:
         """Some sequences of the batch (a copy)."""
         return State(*(t[:, index].clone() for t in self.tensors()))
 
-    @classmethod
-    def cat(cls, states: list[State]) -> State:
-        return cls(*(torch.cat(ts, dim=1) for ts in zip(*(s.tensors() for s in states))))
-
     def put(self, index, other: State) -> None:
         """Overwrite some sequences of this batch with ``other``'s."""
         for mine, theirs in zip(self.tensors(), other.tensors()):
