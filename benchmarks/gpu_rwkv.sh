@@ -8,6 +8,7 @@
 #   run: bash benchmarks/gpu_rwkv.sh   (carry: [".wheels"])
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python -m pip install -q --no-deps .wheels/*.whl 2>&1 | tail -1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 status=0

@@ -23,7 +23,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 SMOKE = "--smoke" in sys.argv
@@ -34,6 +33,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from gpu_timing import copy_bandwidth, rel, timed  # noqa: E402
 from kernels.wkv4 import choose, wkv4, wkv4_naive  # noqa: E402
 from local_models.rwkv.model import GraphedStep, RwkvConfig  # noqa: E402
 from local_models.rwkv.random_weights import random_model, save_checkpoint  # noqa: E402
@@ -41,37 +41,6 @@ from local_models.rwkv.random_weights import random_model, save_checkpoint  # no
 SHAPES = [(8, 1024, 4096, 0.237), (1, 8192, 4096, 1.32), (64, 128, 2560, 0.114)]
 SMOKE_SHAPES = [(2, 16, 32, None), (1, 40, 16, None)]
 con = Console(width=160)
-
-
-def timed(fn, reps: int = 20) -> float:
-    """Median seconds per call (CUDA events on a GPU)."""
-    fn()
-    if not torch.cuda.is_available():
-        t = time.perf_counter()
-        fn()
-        return time.perf_counter() - t
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
-    return sorted(times)[len(times) // 2]
-
-
-def rel(out, ref) -> float:
-    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
-
-
-def copy_bandwidth(dev) -> float:
-    """Device copy bandwidth (read + write bytes per second), the roof for these kernels."""
-    n = (1 << 28) if dev.type == "cuda" else (1 << 20)
-    a = torch.empty(n, device=dev)
-    b = torch.empty_like(a)
-    return 2 * a.numel() * 4 / timed(lambda: b.copy_(a))
 
 
 def official_kernel():

@@ -116,29 +116,35 @@ def resolve(name: str) -> ModelSpec:
     path = Path(name).expanduser()
     if path.suffix in (".pth", ".safetensors") and not path.exists():
         raise ModelNotFound(f"checkpoint not found: {path}")
-    if native_checkpoint(path):
-        return ModelSpec(name=path.name, arch="rwkv", filename=path.name, sha256=None, size=None, path=path.resolve(),
+    arch = native_arch(path)
+    if arch:
+        return ModelSpec(name=path.name, arch=arch, filename=path.name, sha256=None, size=None, path=path.resolve(),
                          backend="native")
     if name.endswith(".gguf") or path.is_file():
         if not path.is_file():
             raise ModelNotFound(f"GGUF file not found: {path}")
         return ModelSpec(name=path.name, arch=_gguf_arch(path), filename=path.name, sha256=None, size=None, path=path.resolve())
     known = ", ".join(CATALOG)
-    raise ModelNotFound(f"unknown model {name!r}. Known models: {known}; or give a path to a .gguf file or an RWKV checkpoint (.pth, .safetensors, an HF folder), or openai:<model> for an endpoint.")
+    raise ModelNotFound(f"unknown model {name!r}. Known models: {known}; or give a path to a .gguf file, an RWKV checkpoint (.pth, .safetensors), an HF model folder, or openai:<model> for an endpoint.")
 
 
-def native_checkpoint(path: Path) -> bool:
-    """An RWKV checkpoint (the only non-GGUF weights we run): an official .pth, a
-    .safetensors file, or an HF folder whose config.json says model_type rwkv."""
+HF_ARCHS = {"rwkv": "rwkv", "llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gemma3": "gemma3",
+            "gemma3_text": "gemma3"}
+
+
+def native_arch(path: Path) -> str | None:
+    """The architecture of weights only the native engines read, or None: an RWKV
+    checkpoint (an official .pth, a .safetensors file), or an HF folder whose config.json
+    names a model_type they run."""
     if path.is_file():
-        return path.suffix in (".pth", ".safetensors")
+        return "rwkv" if path.suffix in (".pth", ".safetensors") else None
     config = path / "config.json"
     if path.is_dir() and config.is_file():
         try:
-            return json.loads(config.read_text()).get("model_type") == "rwkv"
+            return HF_ARCHS.get(json.loads(config.read_text()).get("model_type"))
         except (OSError, ValueError):
-            return False
-    return False
+            return None
+    return None
 
 
 def _gguf_arch(path: Path) -> str:

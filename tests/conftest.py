@@ -3,6 +3,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from local_models import catalog
 
@@ -11,7 +12,7 @@ os.environ.pop("CONCLAVE_CONFIG", None)
 
 # Without a GPU, Triton kernels run through Triton's interpreter (tiny shapes); it is read
 # when a kernel is defined, so before any test imports one.
-if not __import__("torch").cuda.is_available():
+if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
@@ -49,3 +50,13 @@ def with_model(model_dir, monkeypatch):
     """Points the settings at the session's pulled models."""
     monkeypatch.setenv("CONCLAVE_DATA_DIR", str(model_dir))
     return model_dir
+
+
+@pytest.fixture
+def exact_fp32():
+    """float32 products in full float32 on a GPU (no TF32; the rwkv package turns it on),
+    for comparisons at 1e-5."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(before)

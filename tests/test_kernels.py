@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kernels.rmsnorm import rms_norm, rms_norm_naive
-from kernels.attention import attention_naive
+from kernels.attention import attention_naive, decode_naive, ring_positions
 from kernels.rope import rope, rope_naive, rope_tables
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
@@ -78,9 +78,7 @@ def _attention_case(B, Hq, Hkv, cached, T, D, ring: int | None, seed=0):
     q = torch.randn(B, Hq, T, D, generator=g, dtype=torch.float64)
     n_cells = min(cached, ring) if ring else cached
     k, v = (torch.randn(B, Hkv, n_cells + T, D, generator=g, dtype=torch.float64) for _ in range(2))
-    cells = torch.arange(n_cells)
-    if ring and cached > ring:
-        cells = cells + ring * ((cached - 1 - cells) // ring)
+    cells = ring_positions(torch.tensor([cached]), n_cells)[0]
     k_pos = torch.cat([cells, torch.arange(cached, cached + T)]).expand(B, -1)
     q_pos = torch.arange(cached, cached + T).expand(B, -1)
     return q, k, v, q_pos, k_pos
@@ -103,16 +101,92 @@ def test_attention_reference_agrees_with_torch_sdpa():
     dict(B=2, Hq=4, Hkv=2, cached=0, T=37, D=32, ring=None, window=8),  # sliding window, GQA
     dict(B=1, Hq=6, Hkv=2, cached=25, T=11, D=16, ring=None, window=None),  # a chunk after cached keys
     dict(B=1, Hq=2, Hkv=1, cached=30, T=9, D=16, ring=12, window=12),  # after a ring buffer that wrapped
+    dict(B=1, Hq=2, Hkv=2, cached=0, T=24, D=16, ring=None, window=None, softcap=3.0),  # soft-capped scores
 ])
 def test_prefill_attention_triton(case, dtype, tol):
     from kernels.attention.naive import attention_naive
     from kernels.attention.prefill import attention_prefill
 
     case = dict(case)
-    window = case.pop("window")
+    window, softcap = case.pop("window"), case.pop("softcap", None)
     q, k, v, q_pos, k_pos = _attention_case(**case)
-    ref = attention_naive(q, k, v, q_pos, k_pos, scale=q.shape[-1] ** -0.5, window=window)
+    ref = attention_naive(q, k, v, q_pos, k_pos, scale=q.shape[-1] ** -0.5, window=window, softcap=softcap)
     to = lambda t: t.to(DEV, dtype)  # noqa: E731
     out = attention_prefill(to(q), to(k), to(v), q_pos.to(DEV), k_pos.to(DEV), scale=q.shape[-1] ** -0.5,
-                            window=window, block_m=16, block_n=16)
+                            window=window, softcap=softcap, block_m=16, block_n=16)
     assert out.dtype == dtype and rel(out, ref) < tol
+
+
+def test_ring_positions_are_what_writing_token_by_token_leaves():
+    for cells, n in [(8, 0), (8, 5), (8, 8), (8, 19), (5, 100)]:
+        held = [-1] * cells
+        for j in range(n):
+            held[j % cells] = j
+        assert ring_positions(torch.tensor([n]), cells)[0].tolist() == held
+
+
+def _ring_cache(slots, Hkv, cells, D, lengths, seed=0):
+    """A KV cache whose slot s was written token by token for lengths[s] tokens (position j
+    into cell j % cells), beside the same keys in position order."""
+    g = torch.Generator().manual_seed(seed)
+    k_seq = torch.randn(slots, Hkv, max(lengths), D, generator=g, dtype=torch.float64)
+    v_seq = torch.randn(slots, Hkv, max(lengths), D, generator=g, dtype=torch.float64)
+    k_cache = torch.zeros(slots, Hkv, cells, D, dtype=torch.float64)
+    v_cache = torch.zeros_like(k_cache)
+    for s, n in enumerate(lengths):
+        for j in range(n):
+            k_cache[s, :, j % cells], v_cache[s, :, j % cells] = k_seq[s, :, j], v_seq[s, :, j]
+    return k_cache, v_cache, k_seq, v_seq
+
+
+@pytest.mark.parametrize("cells,window", [(64, None), (12, 12), (64, 12)])
+def test_decode_reference_over_a_ring_is_attention_over_the_sequence(cells, window):
+    lengths = [40, 7, 12, 13]
+    k_cache, v_cache, k_seq, v_seq = _ring_cache(4, 2, cells, 8, lengths)
+    q = torch.randn(3, 4, 8, dtype=torch.float64)
+    slots, pos = torch.tensor([2, 0, 3]), torch.tensor([11, 39, 12])  # each query's key is written
+    out = decode_naive(q, k_cache, v_cache, slots, pos, scale=0.3, window=window)
+    for b, (s, n) in enumerate(zip(slots.tolist(), pos.tolist())):
+        k, v = k_seq[s : s + 1, :, : n + 1], v_seq[s : s + 1, :, : n + 1]
+        ref = attention_naive(q[b : b + 1, :, None], k, v, torch.tensor([[n]]), torch.arange(n + 1)[None],
+                              scale=0.3, window=window)
+        assert rel(out[b], ref[0, :, 0]) < 1e-12
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype,tol", [
+    (torch.float32, 2e-6),
+    pytest.param(torch.bfloat16, 2e-2, marks=pytest.mark.skipif(DEV == "cpu", reason="bf16 dot needs a GPU")),
+])
+@pytest.mark.parametrize("case", [
+    dict(cells=96, window=None, group=1, splits=3, softcap=None),  # full buffers, cache split three ways
+    dict(cells=16, window=16, group=4, splits=2, softcap=None),  # rings that wrapped, GQA
+    dict(cells=96, window=10, group=2, splits=4, softcap=None),  # a wide buffer read by a sliding layer
+    dict(cells=96, window=None, group=3, splits=1, softcap=2.5),  # one range, soft-capped, odd group
+])
+def test_decode_attention_triton(case, dtype, tol):
+    from kernels.attention.decode import attention_decode_split
+
+    lengths = [70, 3, 33, 96]
+    k_cache, v_cache, _, _ = _ring_cache(4, 2, case["cells"], 16, lengths, seed=1)
+    q = torch.randn(4, 2 * case["group"], 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    slots, pos = torch.tensor([3, 1, 0, 2]), torch.tensor([95, 2, 69, 32])
+    kw = dict(scale=0.25, window=case["window"], softcap=case["softcap"])
+    ref = decode_naive(q, k_cache, v_cache, slots, pos, **kw)
+    to = lambda t: t.to(DEV, dtype)  # noqa: E731
+    out = attention_decode_split(to(q), to(k_cache), to(v_cache), slots.to(DEV), pos.to(DEV),
+                                 splits=case["splits"], block_n=16, **kw)
+    assert out.dtype == dtype and rel(out, ref) < tol
+
+
+@pytest.mark.skipif(DEV == "cpu", reason="real shapes need a GPU")
+def test_decode_attention_at_real_shape_gpu():
+    from kernels.attention.decode import attention_decode_split
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    k_cache, v_cache = (torch.randn(16, 8, 4096, 128, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    q = torch.randn(16, 32, 128, generator=g, device="cuda", dtype=torch.bfloat16)
+    slots, pos = torch.arange(16, device="cuda").flip(0), torch.randint(0, 4096, (16,), generator=g, device="cuda")
+    ref = decode_naive(q.double(), k_cache.double(), v_cache.double(), slots, pos, scale=128 ** -0.5, window=1024)
+    out = attention_decode_split(q, k_cache, v_cache, slots, pos, scale=128 ** -0.5, window=1024)
+    assert rel(out, ref) < 2e-2

@@ -163,7 +163,7 @@ def test_world_tokenizer_matches_the_reference_trie():
 def test_hf_tokenizer_json_round_trips(tmp_path):
     from tokenizers import ByteLevelBPETokenizer
 
-    from local_models.rwkv.tokenizer import HFTokenizer
+    from local_models.hf_text import HFTokenizer
 
     trainer = ByteLevelBPETokenizer()
     trainer.train_from_iterator(["hello world, hello RWKV"] * 50, vocab_size=300, special_tokens=["<|endoftext|>"])
@@ -285,8 +285,7 @@ def test_a_pile_checkpoint_without_its_tokenizer_is_refused(ckpt):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_gpu_engine_decodes_through_cuda_graphs_like_the_cpu(world_ckpt, monkeypatch):
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # the rwkv package turns it on
+def test_gpu_engine_decodes_through_cuda_graphs_like_the_cpu(world_ckpt, exact_fp32):
     gpu = load_engine(world_ckpt, n_slots=2, device="cuda", dtype=torch.float32)
     bf16 = load_engine(world_ckpt, n_slots=2, device="cuda")
     cpu = load_engine(world_ckpt, n_slots=2)

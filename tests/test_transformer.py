@@ -76,6 +76,51 @@ def test_batched_decode_of_uneven_sequences(tmp_path):
     assert cache.length == [41, 0, 8]
 
 
+def test_an_hf_folder_without_its_tokenizer_is_refused_clearly(tmp_path):
+    from local_models import catalog
+    from local_models.errors import ModelNotFound
+    from local_models.transformer.engine import load
+
+    tiny("qwen2").save_pretrained(tmp_path)
+    spec = catalog.resolve(str(tmp_path))
+    assert (spec.backend, spec.arch) == ("native", "qwen2")
+    with pytest.raises(ModelNotFound, match="no tokenizer.json"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize("share", [1, 2])
+def test_decoding_in_tensors_matches_decoding_by_sequence(share, tmp_path):
+    """The decode step a CUDA graph captures (slots and positions as tensors, the cache read
+    in place through the decode-attention dispatcher) against the per-sequence step, past
+    the window so that the rings have wrapped."""
+    import dataclasses
+
+    from local_models.transformer.model import Batch, Transformer
+
+    torch.manual_seed(2)
+    hf = randomize(tiny("gemma3")).eval()
+    hf.save_pretrained(tmp_path)
+    loaded = weights.load_hf(tmp_path)
+    ours = Transformer(dataclasses.replace(loaded.config, kv_share=share))
+    want = ours.state_dict()  # a layer that shares K/V keeps only the query columns of its qkv product
+    ours.load_state_dict({k: v[..., : want[k].shape[-1]] for k, v in loaded.state_dict().items() if k in want})
+    a, b = torch.randint(0, 300, (40,)).tolist(), torch.randint(0, 300, (9,)).tolist()
+    caches = [ours.new_cache(3, max_len=64) for _ in range(2)]
+    for cache in caches:
+        ours(torch.tensor([a]), cache, [2])
+        ours(torch.tensor([b]), cache, [0])
+    for step in range(12):
+        tokens = torch.randint(0, 300, (2, 1))
+        by_sequence = ours(tokens, caches[0], [0, 2])
+        pos = torch.tensor([[caches[1].length[0]], [caches[1].length[2]]])
+        in_tensors = ours.run(tokens, caches[1], Batch(torch.tensor([0, 2]), pos))
+        caches[1].length[0] += 1
+        caches[1].length[2] += 1
+        assert rel(in_tensors, by_sequence) < 1e-5, step
+    for layer in caches[0].k:
+        assert rel(caches[1].k[layer], caches[0].k[layer]) < 1e-6
+
+
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,",
            "The three laws of thermodynamics state that", "Water boils at a temperature of"]
 
@@ -144,6 +189,62 @@ def test_native_backend_runs_smollm2_through_the_seam(smollm2_path, tmp_path):
     assert scores[0].mean_logprob > scores[1].mean_logprob
 
 
+TEXTS = ["Hello world", " leading space and  double  spaces", "naïve café, 東京, 🦜 emoji\n\ttabbed",
+         "<|im_start|>user\nhi<|im_end|>", "x = [i ** 2 for i in range(10)]  # squares\n"]
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}]
+
+
+def same_text(ours, theirs):
+    """An HF folder's text handling against llama.cpp's reading of the GGUF it came from."""
+    assert ours.add_bos == theirs.add_bos
+    for text in TEXTS:
+        ids = ours.tokenize(text, add_bos=True)
+        assert ids == theirs.tokenize(text, add_bos=True), text
+        assert b"".join(ours.token_bytes(i) for i in ids) == b"".join(theirs.token_bytes(i) for i in ids)
+    # llama.cpp also ends on FIM tokens such as <reponame>; ours are the configured EOS and end-of-turn tokens
+    eog = {i for i in range(ours.n_vocab) if ours.is_eog(i)}
+    assert eog and all(theirs.is_eog(i) for i in eog)
+    try:
+        want = theirs.chat_prompt(CHAT)
+    except ValueError:  # a base model without a template: refused alike
+        with pytest.raises(ValueError, match="no chat template"):
+            ours.chat_prompt(CHAT)
+        return
+    assert ours.chat_prompt(CHAT) == want
+    end_of_turn = ours.tokenize(ours.chat_prompt([*CHAT, {"role": "assistant", "content": "4"}]), add_bos=False)
+    assert eog & set(end_of_turn)
+
+
+@pytest.mark.model
+@pytest.mark.timeout(900)
+def test_an_hf_folder_runs_like_the_gguf_it_was_made_from(smol, smollm2_path, tmp_path):
+    """The folder transformers writes from the GGUF (dequantized weights, tokenizer.json,
+    tokenizer_config.json) opens by path through the seam, on the native backend, and
+    reads and writes text as the GGUF does."""
+    from agents.backends import open_llm
+    from local_models import torch_lm
+
+    folder = torch_lm.dequantize(smollm2_path)
+    llm = open_llm(str(folder), data_dir=tmp_path, n_ctx=1024)
+    assert llm.backend == "native" and llm.engine.arch == "llama"
+    same_text(llm.engine.text, smol.text)
+    prompt = smol.tokenize(smol.chat_prompt(CHAT), add_bos=smol.add_bos)
+    runs = []
+    for model in (llm.engine.model, smol.model):
+        cache, got = model.new_cache(1, 256), []
+        logits = model(torch.tensor([prompt]), cache)
+        for _ in range(24):
+            got.append(int(logits.argmax()))
+            logits = model(torch.tensor([[got[-1]]]), cache)
+        runs.append(got)
+    assert runs[0] == runs[1]
+    first = runs[0][:8]
+    if any(smol.is_eog(t) for t in first):
+        first = first[: next(i for i, t in enumerate(first) if smol.is_eog(t))]
+    want = b"".join(smol.token_bytes(t) for t in first).decode("utf-8", "replace")
+    assert llm.chat(CHAT, max_tokens=8, temperature=0).text == want
+
+
 @pytest.fixture(scope="module")
 def gemma_path(tmp_path_factory):
     """Gemma 3 270M, pulled the way a user pulls it: its sliding window (512) is the one
@@ -152,6 +253,21 @@ def gemma_path(tmp_path_factory):
 
     spec = catalog.CATALOG["gemma-3-270m"]
     return catalog.pull(spec, tmp_path_factory.mktemp("gemma"))
+
+
+@pytest.mark.model
+@pytest.mark.timeout(900)
+def test_a_sentencepiece_tokenizer_json_reads_text_as_its_gguf(gemma_path, tmp_path, monkeypatch):
+    """Gemma's vocabulary is SentencePiece's ("▁" for spaces, byte-fallback pieces), not
+    byte-level BPE: the tokenizer.json transformers writes from the GGUF, against llama.cpp."""
+    from transformers import AutoTokenizer
+
+    from local_models.hf_text import HFText
+    from local_models.llamacpp import LlamaCppVocab
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    AutoTokenizer.from_pretrained(gemma_path.parent, gguf_file=gemma_path.name).save_pretrained(tmp_path)
+    same_text(HFText(tmp_path), LlamaCppVocab(gemma_path, name="gemma"))
 
 
 @pytest.mark.model
@@ -213,9 +329,8 @@ def test_cross_layer_kv_sharing_halves_the_cache_and_decodes_like_prefill():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("family", ["mistral", "gemma3"])
-def test_gpu_forward_on_the_triton_kernels_matches_hf(family, tmp_path, monkeypatch):
+def test_gpu_forward_on_the_triton_kernels_matches_hf(family, tmp_path, exact_fp32):
     """On a GPU prefill attention, RMSNorm and RoPE run on our Triton kernels."""
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     hf = randomize(tiny(family)).eval()
     hf.save_pretrained(tmp_path)
     ours = weights.load_hf(tmp_path, device="cuda")
@@ -226,3 +341,43 @@ def test_gpu_forward_on_the_triton_kernels_matches_hf(family, tmp_path, monkeypa
     rows = [ours(torch.tensor([seq[i : i + 24]], device="cuda"), cache, all_logits=True)[0] for i in range(0, 48, 24)]
     rows += [ours(torch.tensor([[t]], device="cuda"), cache)[0][None] for t in seq[48:]]
     assert rel(torch.cat(rows).cpu(), ref) < 1e-4
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU"))])
+def test_engine_decodes_through_graphs_like_eager(device, tmp_path, exact_fp32):
+    """Steps of 1, 2 and 3 rows (graphs of sizes 1, 2 and 3, padding at the scratch slot)
+    replay what the eager step computes, rings wrapped. On the CPU nothing is captured: this
+    checks the padding and the scratch slot; on a GPU, the capture as well."""
+    from local_models.transformer.engine import TransformerEngine
+
+    torch.manual_seed(3)
+    hf = randomize(tiny("gemma3")).eval()
+    hf.save_pretrained(tmp_path)
+    model = weights.load_hf(tmp_path, device=device, dtype=torch.float32)
+    engines = [TransformerEngine(model, None, name="tiny", n_ctx=128, n_slots=3, graphs=g) for g in (True, False)]
+    prompts = {0: torch.randint(0, 300, (30,)).tolist(), 2: torch.randint(0, 300, (5,)).tolist(), 1: [7]}
+    for e in engines:
+        for slot, toks in prompts.items():
+            e.decode([(slot, toks, False)])
+    for rows in ([0], [2, 0], [1, 0, 2]) * 4:
+        tokens = torch.randint(0, 300, (len(rows),)).tolist()
+        graphed, eager = (e.decode([(s, [t], False) for s, t in zip(rows, tokens)]) for e in engines)
+        for a, b in zip(graphed, eager):
+            assert rel(torch.from_numpy(a), torch.from_numpy(b)) < 1e-5
+    assert sorted(engines[0]._graphs) == [1, 2, 3]
+
+
+def test_gpu_benchmark_script_runs():
+    """The GPU script's own paths on tiny shapes (Triton interpreter), so it is ready when a GPU is."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "transformer_gpu.py"), "--smoke"], cwd=root,
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    for table in ("Prefill attention", "Decode attention", "end to end"):
+        assert table in out.stdout

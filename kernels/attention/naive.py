@@ -22,6 +22,15 @@ def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> tor
     return seen
 
 
+def ring_positions(length: torch.Tensor, cells: int) -> torch.Tensor:
+    """[B, cells]: the position each cell of a buffer holds after ``length`` [B] tokens were
+    written, position j into cell j mod cells; -1 marks a cell not yet written. A buffer as
+    long as the sequence is the case that never wraps."""
+    s = torch.arange(cells, device=length.device)
+    n = length[:, None]
+    return torch.where(s < n, s + cells * torch.div(n - 1 - s, cells, rounding_mode="floor"), -1)
+
+
 def attention_naive(q, k, v, q_pos, k_pos, *, scale: float, window: int | None = None, softcap: float | None = None):
     """q [B, Hq, Tq, D]; k, v [B, Hkv, Tk, D]; q_pos [B, Tq], k_pos [B, Tk] -> [B, Hq, Tq, D]."""
     dt = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -32,3 +41,15 @@ def attention_naive(q, k, v, q_pos, k_pos, *, scale: float, window: int | None =
         s = softcap * torch.tanh(s / softcap)
     s = s.masked_fill(~visible(q_pos, k_pos, window)[:, None], float("-inf"))
     return (torch.softmax(s, -1) @ v).to(q.dtype)
+
+
+def decode_naive(q, k_cache, v_cache, slots, pos, *, scale: float, window: int | None = None, softcap: float | None = None):
+    """One new query per sequence over its slot of a KV cache whose cells are a ring.
+
+    q [B, Hq, D]; k_cache, v_cache [slots, Hkv, cells, D]; ``slots`` [B] picks each
+    sequence's cache, ``pos`` [B] is the query's position, whose key is already written
+    (cell pos mod cells). Returns [B, Hq, D]."""
+    k_pos = ring_positions(pos + 1, k_cache.shape[2])
+    out = attention_naive(q[:, :, None], k_cache[slots], v_cache[slots], pos[:, None], k_pos,
+                          scale=scale, window=window, softcap=softcap)
+    return out[:, :, 0]

@@ -2,7 +2,10 @@
 queries of one head and streams the keys block by block, keeping a running maximum, sum
 and output (the online softmax), so the scores never reach memory. Masks come from
 positions (see naive.py): causal, sliding window, cached keys before the chunk, ring
-cells in any order. A query head reads KV head ``head // groups`` (GQA)."""
+cells in any order. A query head reads KV head ``head // groups`` (GQA). A key block that
+no query of the block sees (past the causal edge, or out of every query's window) is
+skipped before its keys are loaded: with a window W, a query block reads about W keys,
+not the whole prefix."""
 
 from __future__ import annotations
 
@@ -10,11 +13,13 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.attention.decode import _tanh
+
 
 @triton.jit
 def _prefill(q_ptr, k_ptr, v_ptr, o_ptr, qpos_ptr, kpos_ptr,
-             Hq, Hkv, Tq, Tk, D, scale, window,
-             HAS_WINDOW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+             Hq, Hkv, Tq, Tk, D, scale, window, softcap,
+             HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     bh, mb = tl.program_id(0).to(tl.int64), tl.program_id(1)
     b, h = bh // Hq, bh % Hq
     hk = h // (Hq // Hkv)
@@ -30,30 +35,34 @@ def _prefill(q_ptr, k_ptr, v_ptr, o_ptr, qpos_ptr, kpos_ptr,
     for start in range(0, Tk, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         cmask = cols < Tk
-        kv_off = ((b * Hkv + hk) * Tk + cols[:, None]) * D + dims[None, :]
-        k = tl.load(k_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
-        v = tl.load(v_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
         kp = tl.load(kpos_ptr + b * Tk + cols, mask=cmask, other=-1)
-        s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
         seen = (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
         if HAS_WINDOW:
             seen = seen & (kp[None, :] > qp[:, None] - window)
-        s = tl.where(seen, s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing seen yet
-        p = tl.exp(s - m_safe[:, None])
-        alpha = tl.exp(m - m_safe)
-        l = l * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
-        m = m_new
+        if tl.max(tl.max(seen.to(tl.int32), axis=1), axis=0) > 0:
+            kv_off = ((b * Hkv + hk) * Tk + cols[:, None]) * D + dims[None, :]
+            k = tl.load(k_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
+            v = tl.load(v_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
+            s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
+            if HAS_SOFTCAP:
+                s = softcap * _tanh(s / softcap)
+            s = tl.where(seen, s, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, axis=1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing seen yet
+            p = tl.exp(s - m_safe[:, None])
+            alpha = tl.exp(m - m_safe)
+            l = l * alpha + tl.sum(p, axis=1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+            m = m_new
     out = acc / tl.where(l == 0.0, 1.0, l)[:, None]
     tl.store(o_ptr + ((b * Hq + h) * Tq + rows[:, None]) * D + dims[None, :], out.to(o_ptr.dtype.element_ty),
              mask=rmask[:, None] & dmask[None, :])
 
 
 def attention_prefill(q, k, v, q_pos, k_pos, *, scale: float, window: int | None = None,
-                      block_m: int = 64, block_n: int = 64, num_warps: int = 4):
-    """Same contract as ``attention_naive`` (no soft-capping)."""
+                      softcap: float | None = None, block_m: int = 64, block_n: int = 64, num_warps: int = 4,
+                      num_stages: int = 2):
+    """Same contract as ``attention_naive``."""
     B, Hq, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     if Hq % Hkv or v.shape != k.shape or q_pos.shape != (B, Tq) or k_pos.shape != (B, Tk):
@@ -63,6 +72,7 @@ def attention_prefill(q, k, v, q_pos, k_pos, *, scale: float, window: int | None
     o = torch.empty_like(q)
     grid = (B * Hq, triton.cdiv(Tq, block_m))
     _prefill[grid](q, k, v, o, q_pos.to(torch.int32).contiguous(), k_pos.to(torch.int32).contiguous(),
-                   Hq, Hkv, Tq, Tk, D, scale, window or 0, HAS_WINDOW=bool(window),
-                   BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(D)), num_warps=num_warps)
+                   Hq, Hkv, Tq, Tk, D, scale, window or 0, softcap or 0.0,
+                   HAS_WINDOW=bool(window), HAS_SOFTCAP=bool(softcap),
+                   BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(D)), num_warps=num_warps, num_stages=num_stages)
     return o

@@ -1,5 +1,6 @@
 """RWKV tokenizers: the World vocabulary (greedy longest match over UTF-8 bytes, as in
-BlinkDL's reference), and any HF ``tokenizer.json`` (20B_tokenizer for the Pile models).
+BlinkDL's reference), and any HF ``tokenizer.json`` (20B_tokenizer for the Pile models;
+``local_models.hf_text``).
 
 Both give what an engine needs: ids from text, the bytes of each id, and which ids end a
 generation.
@@ -12,6 +13,7 @@ import importlib.util
 from pathlib import Path
 
 from local_models.errors import ModelNotFound, WeightsCorrupt
+from local_models.hf_text import HFTokenizer
 
 WORLD_VOCAB = "rwkv_vocab_v20230424.txt"
 
@@ -75,56 +77,4 @@ class WorldTokenizer:
         return token == self.eos
 
 
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet, reversed: the printable stand-in for each byte."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[chr(b)] = b
-        else:
-            chars[chr(256 + n)] = b
-            n += 1
-    return chars
-
-
-class HFTokenizer:
-    """A ``tokenizer.json`` through the ``tokenizers`` library."""
-
-    def __init__(self, path: Path):
-        from tokenizers import Tokenizer
-
-        try:
-            self._tok = Tokenizer.from_file(str(path))
-        except Exception as e:
-            raise WeightsCorrupt(f"{path} is not a tokenizer.json the tokenizers library can read: {e}") from e
-        self.n_vocab = self._tok.get_vocab_size(with_added_tokens=True)
-        added = self._tok.get_added_tokens_decoder()
-        self._special = {i for i, t in added.items() if t.special}
-        # added tokens are stored as plain text, outside the byte-level alphabet
-        self._added = {i: t.content.encode("utf-8") for i, t in added.items() if not t.special}
-        self._eog = {i for i, t in added.items() if t.content in ("<|endoftext|>", "</s>", "<|im_end|>", "<eos>")}
-        byte_level = '"ByteLevel"' in self._tok.to_str()
-        self._bytes = _byte_decoder() if byte_level else None
-        self._pieces: dict[int, bytes] = {}
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def token_bytes(self, token: int) -> bytes:
-        piece = self._pieces.get(token)
-        if piece is None:
-            if token in self._special:
-                piece = b""
-            elif token in self._added:
-                piece = self._added[token]
-            elif self._bytes is not None:
-                s = self._tok.id_to_token(token) or ""
-                piece = bytes(self._bytes[ch] for ch in s if ch in self._bytes)
-            else:
-                piece = self._tok.decode([token], skip_special_tokens=False).encode("utf-8")
-            self._pieces[token] = piece
-        return piece
-
-    def is_eog(self, token: int) -> bool:
-        return token in self._eog
+__all__ = ["HFTokenizer", "WorldTokenizer", "world_vocab_path"]

@@ -13,11 +13,13 @@ loses a key that a query of the same chunk still needs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.attention import attention_naive, visible
+from kernels.attention import attention_decode, attention_naive, ring_positions, visible
 from kernels.rmsnorm import rms_norm
 from kernels.rope import rope, rope_tables
 from local_models.dense import Dense
@@ -61,10 +63,7 @@ class KVCache:
     def cell_positions(self, layer: int, n: int, device) -> torch.Tensor:
         """The position each held cell stores, for a slot holding n tokens (cells in storage order)."""
         cells = self.cells[layer]
-        s = torch.arange(min(n, cells), device=device)
-        if n <= cells:
-            return s
-        return s + cells * ((n - 1 - s) // cells)  # ring: the newest position congruent to s
+        return ring_positions(torch.tensor([n], device=device), cells)[0, : min(n, cells)]
 
     def write(self, layer: int, slot: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store keys/values [kv_heads, T, head_dim] of positions start.. for one slot."""
@@ -77,6 +76,18 @@ class KVCache:
         idx = torch.arange(start + T - keep, start + T, device=k.device) % cells
         self.k[layer][slot][:, idx] = k[:, T - keep :]
         self.v[layer][slot][:, idx] = v[:, T - keep :]
+
+
+@dataclass
+class Batch:
+    """Where one forward's tokens go: each row's cache slot and positions as tensors (all a
+    CUDA graph can hold), and for prompt chunks the same as Python lists, which size the
+    per-sequence slices of the cache."""
+
+    slot_t: torch.Tensor  # [B]
+    pos: torch.Tensor  # [B, T]
+    slots: list[int] | None = None
+    start: list[int] | None = None
 
 
 class Attention(nn.Module):
@@ -94,7 +105,7 @@ class Attention(nn.Module):
                 self.k_norm = RMSNorm(c.head_dim, c.norm_eps)
         self.window = c.sliding_window if c.layer_types[layer] == "sliding" else None
 
-    def forward(self, x, cache: KVCache, slots: list[int], start: list[int], rope_cs, shared: dict):
+    def forward(self, x, cache: KVCache, batch: Batch, rope_cs, shared: dict):
         c, B, T = self.c, x.shape[0], x.shape[1]
         parts = self.qkv(x).split(self.widths, dim=-1)
         q = parts[0].view(B, T, c.n_heads, c.head_dim).transpose(1, 2)
@@ -111,6 +122,9 @@ class Attention(nn.Module):
         else:
             k, v = shared[c.kv_layer(self.layer)]
         kv = c.kv_layer(self.layer)
+        if T == 1 and (batch.start is None or x.is_cuda):
+            return self.o(self._decode_batched(q, k, v, cache, kv, batch).reshape(B, 1, -1))
+        slots, start = batch.slots, batch.start
         if T == 1:
             return self.o(self._decode(q, k, v, cache, kv, slots, start).reshape(B, 1, -1))
         out = []
@@ -145,6 +159,17 @@ class Attention(nn.Module):
             out.append(self._attend(q[b : b + 1], keys, vals))
         return torch.cat(out)
 
+    def _decode_batched(self, q, k, v, cache: KVCache, kv: int, batch: Batch):
+        """The same step for the whole batch in tensors, reading the cache in place (the
+        split-K kernel on a GPU): no per-sequence Python, so it can be captured as a graph."""
+        pos = batch.pos[:, 0]
+        if self.owns_kv:
+            cells = pos % cache.cells[kv]
+            cache.k[kv][batch.slot_t, :, cells] = k[:, :, 0]
+            cache.v[kv][batch.slot_t, :, cells] = v[:, :, 0]
+        return attention_decode(q[:, :, 0], cache.k[kv], cache.v[kv], batch.slot_t, pos, scale=self.c.scale,
+                                window=self.window, softcap=self.c.attn_softcap)
+
     def _in_window(self, keys, vals, n, cells):
         """The cells of the last W positions, from a cache wider than the window."""
         assert cells > n, "a cache narrower than the sequence is a ring of exactly W cells"
@@ -153,12 +178,12 @@ class Attention(nn.Module):
     def _prefill(self, q, k, v, q_pos, k_pos):
         """A chunk's queries over the cached keys and its own, masked by position."""
         c = self.c
-        if c.attn_softcap is not None:
-            return attention_naive(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window, softcap=c.attn_softcap)
         if q.is_cuda:
             from kernels.attention.prefill import attention_prefill
 
-            return attention_prefill(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window)
+            return attention_prefill(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window, softcap=c.attn_softcap)
+        if c.attn_softcap is not None:
+            return attention_naive(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window, softcap=c.attn_softcap)
         mask = visible(q_pos, k_pos, self.window)[:, None]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=c.scale, enable_gqa=True)
 
@@ -195,8 +220,8 @@ class Block(nn.Module):
             self.post_mlp_norm = RMSNorm(c.dim, c.norm_eps)
         self.sandwich = c.sandwich_norm
 
-    def forward(self, x, cache, slots, start, rope_cs, shared):
-        h = self.attn(self.attn_norm(x), cache, slots, start, rope_cs, shared)
+    def forward(self, x, cache, batch, rope_cs, shared):
+        h = self.attn(self.attn_norm(x), cache, batch, rope_cs, shared)
         x = x + (self.post_attn_norm(h) if self.sandwich else h)
         h = self.mlp(self.mlp_norm(x))
         return x + (self.post_mlp_norm(h) if self.sandwich else h)
@@ -227,25 +252,75 @@ class Transformer(nn.Module):
         """tokens [B, T] continue the sequences in cache ``slots`` (default 0..B-1); returns
         float32 logits after the last token [B, V] (or every token [B, T, V]) and advances
         the cache."""
-        c = self.config
         B, T = tokens.shape
         slots = list(range(B)) if slots is None else slots
         start = [cache.length[s] for s in slots]
         if max(start) + T > cache.max_len:
             raise ValueError(f"{max(start) + T} tokens exceed the cache of {cache.max_len}")
-        pos = torch.tensor(start, device=tokens.device)[:, None] + torch.arange(T, device=tokens.device)
-        tables = {base: rope_tables(pos, c.head_dim, base, self.dtype) for base in {c.rope_base_of(i) for i in range(c.n_layers)}}
-        x = self.embed(tokens)
-        if c.embed_scale != 1.0:
-            x = x * torch.tensor(c.embed_scale, dtype=x.dtype)
-        shared: dict = {}
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache, slots, start, tables[c.rope_base_of(i)], shared)
+        dev = tokens.device
+        pos = torch.tensor(start, device=dev)[:, None] + torch.arange(T, device=dev)
+        logits = self.run(tokens, cache, Batch(torch.tensor(slots, device=dev), pos, slots, start), all_logits=all_logits)
         for s in slots:
             cache.length[s] += T
+        return logits
+
+    @torch.no_grad()
+    def run(self, tokens: torch.Tensor, cache: KVCache, batch: Batch, *, all_logits: bool = False) -> torch.Tensor:
+        """The forward itself; it leaves ``cache.length`` to the caller. A decoding batch
+        given as tensors only (no lists) runs without reading a value back to the host."""
+        c = self.config
+        tables = {base: rope_tables(batch.pos, c.head_dim, base, self.dtype) for base in {c.rope_base_of(i) for i in range(c.n_layers)}}
+        x = self.embed(tokens)
+        if c.embed_scale != 1.0:
+            x = x * torch.tensor(c.embed_scale, dtype=x.dtype)  # HF rounds the scale to the weights' type
+        shared: dict = {}
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, batch, tables[c.rope_base_of(i)], shared)
         if not all_logits:
             x = x[:, -1]
         logits = self.head(self.norm(x)).float()
         if c.final_softcap is not None:
             logits = c.final_softcap * torch.tanh(logits / c.final_softcap)
         return logits
+
+
+class GraphedDecode:
+    """One decoding step for a fixed batch size, captured once as a CUDA graph and replayed.
+
+    A 7B-shaped step is some 500 kernels; launched one by one from Python their overhead
+    alone would cap batch-1 decoding well below the bandwidth limit. The graph owns its
+    inputs (``tokens``, ``slot_t``, ``pos``) and reads and writes the cache in place.
+    Warming up runs the step for real, so it writes into ``scratch``, a cache slot no
+    sequence uses."""
+
+    def __init__(self, model: Transformer, cache: KVCache, batch: int, scratch: int):
+        dev = model.device
+        self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+        self.slot_t = torch.full((batch,), scratch, dtype=torch.long, device=dev)
+        self.pos = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+        self.graph = None
+        self._run = lambda: model.run(self.tokens, cache, Batch(self.slot_t, self.pos))
+        if dev.type != "cuda":  # nothing to capture: the same static inputs, run eagerly
+            return
+        with torch.cuda.device(dev):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # compile the Triton kernels, let cuBLAS pick its algorithms
+                for _ in range(2):
+                    self._run()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = self._run()
+
+    def __call__(self, tokens: torch.Tensor, slot_t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits [batch, V] after ``tokens`` [batch, 1] at positions ``pos`` [batch, 1] of
+        slots ``slot_t``; overwritten by the next call."""
+        self.tokens.copy_(tokens)
+        self.slot_t.copy_(slot_t)
+        self.pos.copy_(pos)
+        if self.graph is None:
+            return self._run()
+        with torch.cuda.device(self.tokens.device):
+            self.graph.replay()
+        return self.logits
