@@ -153,26 +153,44 @@ def test_decode_reference_over_a_ring_is_attention_over_the_sequence(cells, wind
         assert rel(out[b], ref[0, :, 0]) < 1e-12
 
 
-@needs_triton
-@pytest.mark.parametrize("dtype,tol", [
-    (torch.float32, 2e-6),
-    pytest.param(torch.bfloat16, 2e-2, marks=pytest.mark.skipif(DEV == "cpu", reason="bf16 dot needs a GPU")),
-])
-@pytest.mark.parametrize("case", [
+DECODE_CASES = [
     dict(cells=96, window=None, group=1, splits=3, softcap=None),  # full buffers, cache split three ways
     dict(cells=16, window=16, group=4, splits=2, softcap=None),  # rings that wrapped, GQA
     dict(cells=96, window=10, group=2, splits=4, softcap=None),  # a wide buffer read by a sliding layer
     dict(cells=96, window=None, group=3, splits=1, softcap=2.5),  # one range, soft-capped, odd group
-])
-def test_decode_attention_triton(case, dtype, tol):
-    from kernels.attention.decode import attention_decode_split
+]
 
+
+def _decode_case(case):
     lengths = [70, 3, 33, 96]
     k_cache, v_cache, _, _ = _ring_cache(4, 2, case["cells"], 16, lengths, seed=1)
     q = torch.randn(4, 2 * case["group"], 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     slots, pos = torch.tensor([3, 1, 0, 2]), torch.tensor([95, 2, 69, 32])
     kw = dict(scale=0.25, window=case["window"], softcap=case["softcap"])
-    ref = decode_naive(q, k_cache, v_cache, slots, pos, **kw)
+    return q, k_cache, v_cache, slots, pos, kw, decode_naive(q, k_cache, v_cache, slots, pos, **kw)
+
+
+@pytest.mark.parametrize("case", DECODE_CASES)
+@pytest.mark.parametrize("rows", [slice(None), slice(0, 1), slice(1, 2)])
+def test_decode_attention_on_the_cpu(case, rows):
+    """The dispatcher's CPU path: torch's SDPA over the cells the batch has filled."""
+    from kernels.attention import attention_decode
+
+    q, k_cache, v_cache, slots, pos, kw, ref = _decode_case(case)
+    out = attention_decode(q[rows].float(), k_cache.float(), v_cache.float(), slots[rows], pos[rows], **kw)
+    assert out.dtype == torch.float32 and rel(out, ref[rows]) < 2e-6
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype,tol", [
+    (torch.float32, 2e-6),
+    pytest.param(torch.bfloat16, 2e-2, marks=pytest.mark.skipif(DEV == "cpu", reason="bf16 dot needs a GPU")),
+])
+@pytest.mark.parametrize("case", DECODE_CASES)
+def test_decode_attention_triton(case, dtype, tol):
+    from kernels.attention.decode import attention_decode_split
+
+    q, k_cache, v_cache, slots, pos, kw, ref = _decode_case(case)
     to = lambda t: t.to(DEV, dtype)  # noqa: E731
     out = attention_decode_split(to(q), to(k_cache), to(v_cache), slots.to(DEV), pos.to(DEV),
                                  splits=case["splits"], block_n=16, **kw)

@@ -122,11 +122,9 @@ class Attention(nn.Module):
         else:
             k, v = shared[c.kv_layer(self.layer)]
         kv = c.kv_layer(self.layer)
-        if T == 1 and (batch.start is None or x.is_cuda):
-            return self.o(self._decode_batched(q, k, v, cache, kv, batch).reshape(B, 1, -1))
-        slots, start = batch.slots, batch.start
         if T == 1:
-            return self.o(self._decode(q, k, v, cache, kv, slots, start).reshape(B, 1, -1))
+            return self.o(self._decode(q, k, v, cache, kv, batch).reshape(B, 1, -1))
+        slots, start = batch.slots, batch.start
         out = []
         for b, (slot, s0) in enumerate(zip(slots, start)):
             held = cache.cell_positions(kv, s0, x.device)
@@ -141,27 +139,10 @@ class Attention(nn.Module):
         y = torch.cat(out).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
         return self.o(y)
 
-    def _decode(self, q, k, v, cache: KVCache, kv: int, slots, start):
-        """One new token per sequence. Writing its key first is safe here: in a ring it
-        replaces position n - W, which query n no longer sees. Then every held cell is
-        visible to the query, so no mask is needed."""
-        if self.owns_kv:
-            for b, (slot, n) in enumerate(zip(slots, start)):
-                cell = n % cache.cells[kv]
-                cache.k[kv][slot, :, cell] = k[b, :, 0]
-                cache.v[kv][slot, :, cell] = v[b, :, 0]
-        out = []
-        for b, (slot, n) in enumerate(zip(slots, start)):
-            held = min(n + 1, cache.cells[kv])
-            keys, vals = cache.k[kv][slot : slot + 1, :, :held], cache.v[kv][slot : slot + 1, :, :held]
-            if self.window and held > self.window:  # a global layer's cache shared with a sliding one
-                keys, vals = self._in_window(keys, vals, n, cache.cells[kv])
-            out.append(self._attend(q[b : b + 1], keys, vals))
-        return torch.cat(out)
-
-    def _decode_batched(self, q, k, v, cache: KVCache, kv: int, batch: Batch):
-        """The same step for the whole batch in tensors, reading the cache in place (the
-        split-K kernel on a GPU): no per-sequence Python, so it can be captured as a graph."""
+    def _decode(self, q, k, v, cache: KVCache, kv: int, batch: Batch):
+        """One new token per sequence, the whole batch in tensors (no per-sequence Python,
+        so a GPU can capture it as a graph). Writing its key first is safe: in a ring it
+        replaces position n - W, which query n no longer sees."""
         pos = batch.pos[:, 0]
         if self.owns_kv:
             cells = pos % cache.cells[kv]
@@ -169,11 +150,6 @@ class Attention(nn.Module):
             cache.v[kv][batch.slot_t, :, cells] = v[:, :, 0]
         return attention_decode(q[:, :, 0], cache.k[kv], cache.v[kv], batch.slot_t, pos, scale=self.c.scale,
                                 window=self.window, softcap=self.c.attn_softcap)
-
-    def _in_window(self, keys, vals, n, cells):
-        """The cells of the last W positions, from a cache wider than the window."""
-        assert cells > n, "a cache narrower than the sequence is a ring of exactly W cells"
-        return keys[:, :, n + 1 - self.window : n + 1], vals[:, :, n + 1 - self.window : n + 1]
 
     def _prefill(self, q, k, v, q_pos, k_pos):
         """A chunk's queries over the cached keys and its own, masked by position."""
@@ -186,14 +162,6 @@ class Attention(nn.Module):
             return attention_naive(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window, softcap=c.attn_softcap)
         mask = visible(q_pos, k_pos, self.window)[:, None]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=c.scale, enable_gqa=True)
-
-    def _attend(self, q, k, v):
-        """Decoding: one query over keys it all sees."""
-        c = self.c
-        if c.attn_softcap is not None:
-            pos = torch.zeros(1, k.shape[2], dtype=torch.long, device=q.device)
-            return attention_naive(q, k, v, pos[:, :1], pos, scale=c.scale, softcap=c.attn_softcap)
-        return F.scaled_dot_product_attention(q, k, v, scale=c.scale, enable_gqa=True)
 
 
 class MLP(nn.Module):
