@@ -26,14 +26,24 @@ def attention_decode(q, k_cache, v_cache, slots, pos, *, scale: float, window: i
     if softcap is not None or q.dtype == torch.float64:
         return decode_naive(q, k_cache, v_cache, slots, pos, scale=scale, window=window, softcap=softcap)
     cells = k_cache.shape[2]
-    held = min(int(pos.max()) + 1, cells)
-    if len(slots) == 1:  # one sequence: a view of the cells it sees, no copy and no mask
-        s, n = int(slots[0]), int(pos[0])
+    top = int(pos.max())
+    held = min(top + 1, cells)
+    rows = slots.tolist()
+    if len(rows) == 1:  # one sequence: a view of the cells it sees, no copy and no mask
+        n = int(pos[0])
         lo = max(0, n + 1 - window) if window and n < cells else 0  # a ring of W cells is all visible
-        k, v = k_cache[s : s + 1, :, lo:held], v_cache[s : s + 1, :, lo:held]
+        k, v = k_cache[rows[0] : rows[0] + 1, :, lo:held], v_cache[rows[0] : rows[0] + 1, :, lo:held]
         mask = None
     else:
-        k, v = k_cache[:, :, :held].index_select(0, slots), v_cache[:, :, :held].index_select(0, slots)
-        mask = visible(pos[:, None], ring_positions(pos + 1, cells)[:, :held], window)[:, None]
+        if rows == list(range(rows[0], rows[0] + len(rows))):  # consecutive slots: a view
+            k, v = k_cache[rows[0] : rows[0] + len(rows), :, :held], v_cache[rows[0] : rows[0] + len(rows), :, :held]
+        else:
+            k, v = k_cache[:, :, :held].index_select(0, slots), v_cache[:, :, :held].index_select(0, slots)
+        s, n = torch.arange(held, device=pos.device), pos[:, None]
+        if top < cells:  # nothing has wrapped: cell s holds position s
+            mask = (s <= n) & (s > n - window) if window else s <= n
+        else:
+            mask = visible(n, ring_positions(pos + 1, cells)[:, :held], window)[:, 0]
+        mask = mask[:, None, None]  # [B, heads, query, cells]
     out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=mask, scale=scale, enable_gqa=True)
     return out[:, :, 0]

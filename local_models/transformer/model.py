@@ -107,19 +107,22 @@ class Attention(nn.Module):
 
     def forward(self, x, cache: KVCache, batch: Batch, rope_cs, shared: dict):
         c, B, T = self.c, x.shape[0], x.shape[1]
-        parts = self.qkv(x).split(self.widths, dim=-1)
-        q = parts[0].view(B, T, c.n_heads, c.head_dim).transpose(1, 2)
-        if c.qk_norm:
-            q = self.q_norm(q)
-        q = rope(q, *rope_cs)
+        y = self.qkv(x)
+        Hq, Hkv, D = c.n_heads, c.n_kv_heads, c.head_dim
         if self.owns_kv:
-            k = parts[1].view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
-            v = parts[2].view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
+            # queries and keys are adjacent columns: normed per head, then rotated in one call
+            qk = y[..., : (Hq + Hkv) * D].view(B, T, Hq + Hkv, D).transpose(1, 2)
             if c.qk_norm:
-                k = self.k_norm(k)
-            k = rope(k, *rope_cs)
+                qk = torch.cat([self.q_norm(qk[:, :Hq]), self.k_norm(qk[:, Hq:])], dim=1)
+            qk = rope(qk, *rope_cs)
+            q, k = qk[:, :Hq], qk[:, Hq:]
+            v = y[..., (Hq + Hkv) * D :].view(B, T, Hkv, D).transpose(1, 2)
             shared[self.layer] = (k, v)
         else:
+            q = y.view(B, T, Hq, D).transpose(1, 2)
+            if c.qk_norm:
+                q = self.q_norm(q)
+            q = rope(q, *rope_cs)
             k, v = shared[c.kv_layer(self.layer)]
         kv = c.kv_layer(self.layer)
         if T == 1:
@@ -144,7 +147,11 @@ class Attention(nn.Module):
         so a GPU can capture it as a graph). Writing its key first is safe: in a ring it
         replaces position n - W, which query n no longer sees."""
         pos = batch.pos[:, 0]
-        if self.owns_kv:
+        if self.owns_kv and batch.slots is not None and len(batch.slots) == 1:  # a plain copy, no scatter
+            slot, cell = batch.slots[0], batch.start[0] % cache.cells[kv]
+            cache.k[kv][slot, :, cell] = k[0, :, 0]
+            cache.v[kv][slot, :, cell] = v[0, :, 0]
+        elif self.owns_kv:
             cells = pos % cache.cells[kv]
             cache.k[kv][batch.slot_t, :, cells] = k[:, :, 0]
             cache.v[kv][batch.slot_t, :, cells] = v[:, :, 0]
