@@ -8,7 +8,7 @@ import torch
 
 from kernels.rmsnorm import rms_norm, rms_norm_naive
 from kernels.attention import attention_naive, decode_naive, ring_positions
-from kernels.rope import rope, rope_naive, rope_tables
+from kernels.rope import inv_freq, rope, rope_naive, rope_tables
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -52,7 +52,7 @@ def test_rope_fused(B, H, T, D, base, dtype, tol):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(B, H, T, D, generator=g, dtype=torch.float64)
     pos = torch.randint(0, 5000, (B, T), generator=g)
-    cos, sin = rope_tables(pos, D, base, torch.float64)
+    cos, sin = rope_tables(pos, inv_freq(D, base), torch.float64)
     ref = rope_naive(x, cos, sin)
     out = rope_fused(x.to(DEV, dtype), cos.to(DEV, dtype), sin.to(DEV, dtype))
     assert rel(out, ref) < tol and out.dtype == dtype
@@ -65,7 +65,7 @@ def test_rope_keeps_norms_and_relative_positions():
     q, k = (torch.randn(1, 1, 1, 32, generator=g, dtype=torch.float64) for _ in range(2))
 
     def at(x, p):
-        return rope(x, *rope_tables(torch.tensor([[p]]), 32, 10000.0, torch.float64))
+        return rope(x, *rope_tables(torch.tensor([[p]]), inv_freq(32, 10000.0), torch.float64))
 
     torch.testing.assert_close(at(q, 7).norm(), q.norm())
     torch.testing.assert_close((at(q, 10) * at(k, 3)).sum(), (at(q, 107) * at(k, 100)).sum(), atol=1e-4, rtol=1e-4)

@@ -1,6 +1,8 @@
 """The native transformer against HF transformers on tiny random models of each family:
 logits after a chunked prefill longer than the sliding window, and over 64 decode steps."""
 
+import math
+
 import pytest
 import torch
 
@@ -28,6 +30,23 @@ def tiny(family: str):
         cfg = transformers.Gemma3TextConfig(**common, head_dim=32, sliding_window=WINDOW, query_pre_attn_scalar=24,
                                             layer_types=["sliding_attention", "full_attention"] * 2)
         return transformers.Gemma3ForCausalLM(cfg)
+    # RoPE stretched past an original context of 32 tokens, so that every band of each scheme is in use
+    if family == "llama-rope-llama3":
+        rope = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                    original_max_position_embeddings=32, rope_theta=10000.0)
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**common, rope_parameters=rope))
+    if family == "mistral-rope-linear":
+        rope = dict(rope_type="linear", factor=4.0, rope_theta=10000.0)
+        return transformers.MistralForCausalLM(transformers.MistralConfig(**common, sliding_window=WINDOW, rope_parameters=rope))
+    if family == "qwen2-rope-yarn":
+        rope = dict(rope_type="yarn", factor=16.0, original_max_position_embeddings=32, rope_theta=10000.0)
+        return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common, rope_parameters=rope))
+    if family == "gemma3-rope-linear":  # the larger Gemma 3s: the global layers stretched, the local ones not
+        rope = {"full_attention": dict(rope_type="linear", factor=8.0, rope_theta=1e6),
+                "sliding_attention": dict(rope_type="default", rope_theta=10000.0)}
+        cfg = transformers.Gemma3TextConfig(**common, head_dim=32, sliding_window=WINDOW, query_pre_attn_scalar=24,
+                                            layer_types=["sliding_attention", "full_attention"] * 2, rope_parameters=rope)
+        return transformers.Gemma3ForCausalLM(cfg)
     raise ValueError(family)
 
 
@@ -42,7 +61,8 @@ def randomize(model):
     return model
 
 
-@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gemma3"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gemma3", "llama-rope-llama3", "mistral-rope-linear",
+                                    "qwen2-rope-yarn", "gemma3-rope-linear"])
 def test_matches_hf_transformers(family, tmp_path):
     torch.manual_seed(0)
     hf = randomize(tiny(family)).eval()
@@ -57,6 +77,28 @@ def test_matches_hf_transformers(family, tmp_path):
     assert rel(prefill, ref[:60]) < 1e-4
     steps = torch.stack([ours(torch.tensor([[t]]), cache)[0] for t in seq[60:]])
     assert rel(steps, ref[60:]) < 1e-4
+
+
+def test_rope_scaling_from_gguf_metadata():
+    """llama.cpp's spellings: Llama 3 as a rope_freqs tensor of divisors, linear and YaRN as keys."""
+    from local_models.errors import BackendUnavailable
+    from local_models.transformer.config import _rope, from_gguf
+    from local_models.transformer.rope_scaling import frequencies
+
+    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+            "llama.attention.head_count": 4, "llama.feed_forward_length": 128, "llama.rope.freq_base": 500000.0}
+    _, llama3 = _rope(dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                           original_max_position_embeddings=8192, rope_theta=500000.0))
+    want, _ = frequencies(16, 500000.0, llama3)
+    divisors = tuple((frequencies(16, 500000.0, None)[0] / want).tolist())  # what convert_hf_to_gguf.py writes
+    c = from_gguf(meta, vocab_size=100, tied=True, freq_factors=divisors)
+    torch.testing.assert_close(frequencies(c.head_dim, *c.rope_of(0))[0], want)
+    yarn = from_gguf({**meta, "llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0,
+                      "llama.rope.scaling.original_context_length": 4096}, vocab_size=100, tied=True)
+    assert (yarn.rope_scaling.kind, yarn.rope_scaling.factor, yarn.rope_scaling.original_max_len) == ("yarn", 4.0, 4096)
+    assert frequencies(16, 500000.0, yarn.rope_scaling)[1] == pytest.approx(0.1 * math.log(4.0) + 1.0)
+    with pytest.raises(BackendUnavailable, match="longrope"):
+        _rope(dict(rope_type="longrope", factor=2.0))
 
 
 def test_batched_decode_of_uneven_sequences(tmp_path):

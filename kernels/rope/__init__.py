@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kernels.rope.naive import rope_naive, rope_tables
+from kernels.rope.naive import inv_freq, rope_naive, rope_tables
 
 
 def rope(x, cos, sin):
@@ -13,4 +13,4 @@ def rope(x, cos, sin):
     return rope_naive(x, cos, sin)
 
 
-__all__ = ["rope", "rope_naive", "rope_tables"]
+__all__ = ["inv_freq", "rope", "rope_naive", "rope_tables"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from local_models.errors import BackendUnavailable, WeightsCorrupt
+from local_models.transformer.rope_scaling import RopeScaling
 
 ARCHS = ("llama", "mistral", "qwen2", "gemma3")
 
@@ -36,6 +37,7 @@ class Config:
     tied: bool = False
     max_len: int = 8192
     kv_share: int = 1  # cross-layer attention: each group of kv_share adjacent layers shares one KV
+    rope_scaling: RopeScaling | None = None  # for the layers on rope_base (Gemma's local layers have their own)
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
@@ -49,25 +51,38 @@ class Config:
     def scale(self) -> float:
         return self.attn_scale if self.attn_scale is not None else self.head_dim ** -0.5
 
-    def rope_base_of(self, layer: int) -> float:
+    def rope_of(self, layer: int) -> tuple[float, RopeScaling | None]:
+        """The RoPE base of a layer, and how it is stretched."""
         if self.layer_types[layer] == "sliding" and self.rope_local_base:
-            return self.rope_local_base
-        return self.rope_base
+            return self.rope_local_base, None
+        return self.rope_base, self.rope_scaling
 
     def kv_layer(self, layer: int) -> int:
         """The layer whose keys and values ``layer`` attends to (itself unless KV is shared)."""
         return layer - layer % self.kv_share
 
 
-def _rope_theta(params, key: str | None = None) -> float:
+def _rope(params: dict | None, key: str | None = None, max_len: int | None = None) -> tuple[float, RopeScaling | None]:
+    """(theta, scaling) from HF's rope_parameters (or a 4.x rope_scaling dict with rope_theta in it)."""
     if params is None:
-        return 10000.0
+        return 10000.0, None
     if key is not None and key in params:
         params = params[key]
-    kind = params.get("rope_type", "default")
-    if kind not in ("default", None):
-        raise BackendUnavailable(f"RoPE scaling {kind!r} is not supported by the native engine yet")
-    return float(params.get("rope_theta", 10000.0))
+    theta = float(params.get("rope_theta", 10000.0))
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind in ("default", None):
+        return theta, None
+    if kind not in ("linear", "llama3", "yarn"):
+        raise BackendUnavailable(f"RoPE scaling {kind!r} is not supported by the native engine (linear, llama3, yarn are)")
+    if params.get("partial_rotary_factor", 1.0) != 1.0:
+        raise BackendUnavailable("partial rotary embeddings are not supported by the native engine")
+    original = params.get("original_max_position_embeddings")
+    factor = params.get("factor") or (max_len / original if max_len and original else None)
+    if factor is None or (kind in ("llama3", "yarn") and not original):
+        raise WeightsCorrupt(f"RoPE scaling {kind!r} needs its factor and original_max_position_embeddings: {params}")
+    optional = {k: params[k] for k in ("low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "attention_factor",
+                                       "mscale", "mscale_all_dim", "truncate") if params.get(k) is not None}
+    return theta, RopeScaling(kind, float(factor), original, **optional)
 
 
 def from_hf(cfg: dict) -> Config:
@@ -90,27 +105,46 @@ def from_hf(cfg: dict) -> Config:
         types = ("sliding" if window else "full",) * n_layers
     if "sliding" not in types:
         window = None
-    rope = cfg.get("rope_parameters") or ({"rope_theta": cfg["rope_theta"]} if "rope_theta" in cfg else None)
-    if cfg.get("rope_scaling"):
-        raise BackendUnavailable(f"RoPE scaling {cfg['rope_scaling']} is not supported by the native engine yet")
+    rope = cfg.get("rope_parameters")
+    if rope is None and (cfg.get("rope_scaling") or "rope_theta" in cfg):  # transformers 4.x spelling
+        rope = {**(cfg.get("rope_scaling") or {}), "rope_theta": cfg.get("rope_theta", 10000.0)}
+    max_len = cfg.get("max_position_embeddings", 8192)
+    theta, scaling = _rope(rope, "full_attention", max_len)
     gemma = arch == "gemma3"
     local_base = None
     if gemma:
-        local_base = _rope_theta(rope, "sliding_attention") if rope and "sliding_attention" in rope else cfg.get("rope_local_base_freq", 10000.0)
+        local_base = _rope(rope, "sliding_attention")[0] if rope and "sliding_attention" in rope else cfg.get("rope_local_base_freq", 10000.0)
     return Config(
         arch=arch, vocab_size=cfg["vocab_size"], dim=dim, n_layers=n_layers, n_heads=heads,
         n_kv_heads=cfg.get("num_key_value_heads") or heads, head_dim=head_dim, ffn_dim=cfg["intermediate_size"],
-        norm_eps=cfg.get("rms_norm_eps", 1e-6), rope_base=_rope_theta(rope, "full_attention"), layer_types=types,
+        norm_eps=cfg.get("rms_norm_eps", 1e-6), rope_base=theta, rope_scaling=scaling, layer_types=types,
         sliding_window=window, rope_local_base=local_base,
         act="gelu_tanh" if gemma else "silu", qkv_bias=arch == "qwen2" or bool(cfg.get("attention_bias")),
         qk_norm=gemma, sandwich_norm=gemma, embed_scale=dim ** 0.5 if gemma else 1.0,
         attn_scale=cfg["query_pre_attn_scalar"] ** -0.5 if gemma else None,
         final_softcap=cfg.get("final_logit_softcapping"), attn_softcap=cfg.get("attn_logit_softcapping"),
-        tied=bool(cfg.get("tie_word_embeddings", gemma)), max_len=cfg.get("max_position_embeddings", 8192),
+        tied=bool(cfg.get("tie_word_embeddings", gemma)), max_len=max_len,
     )
 
 
-def from_gguf(meta: dict, vocab_size: int, tied: bool) -> Config:
+def _gguf_rope(meta: dict, arch: str, freq_factors: tuple[float, ...] | None) -> RopeScaling | None:
+    if freq_factors is not None:  # llama.cpp stores Llama 3's scheme as a divisor per frequency
+        return RopeScaling("factors", freq_factors=freq_factors)
+    kind = meta.get(f"{arch}.rope.scaling.type", "none")
+    if kind in ("none", None):
+        return None
+    if kind not in ("linear", "yarn"):
+        raise BackendUnavailable(f"RoPE scaling {kind!r} is not supported by the native engine (linear, yarn are)")
+    factor = float(meta.get(f"{arch}.rope.scaling.factor", 1.0))
+    original = meta.get(f"{arch}.rope.scaling.original_context_length")
+    if kind == "yarn" and not original:
+        raise WeightsCorrupt(f"YaRN RoPE scaling needs {arch}.rope.scaling.original_context_length")
+    betas = {k: float(meta[f"{arch}.rope.scaling.yarn_{k}"]) for k in ("beta_fast", "beta_slow")
+             if f"{arch}.rope.scaling.yarn_{k}" in meta}
+    return RopeScaling(kind, factor, int(original) if original else None, **betas)
+
+
+def from_gguf(meta: dict, vocab_size: int, tied: bool, freq_factors: tuple[float, ...] | None = None) -> Config:
     """From GGUF metadata (``general.architecture`` and its ``<arch>.*`` keys), as llama.cpp reads it."""
     arch = meta.get("general.architecture")
     if arch not in ARCHS:
@@ -130,13 +164,12 @@ def from_gguf(meta: dict, vocab_size: int, tied: bool) -> Config:
         types = tuple("full" if (i + 1) % 6 == 0 else "sliding" for i in range(n_layers))
     else:
         types = ("sliding" if window else "full",) * n_layers
-    if meta.get(f"{arch}.rope.scaling.type", "none") not in ("none", None):
-        raise BackendUnavailable(f"RoPE scaling {meta[f'{arch}.rope.scaling.type']!r} is not supported by the native engine yet")
     return Config(
         arch=arch, vocab_size=vocab_size, dim=dim, n_layers=n_layers, n_heads=heads,
         n_kv_heads=int(meta.get(f"{arch}.attention.head_count_kv", heads)), head_dim=head_dim,
         ffn_dim=int(get("feed_forward_length")), norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
-        rope_base=float(meta.get(f"{arch}.rope.freq_base", 10000.0)), layer_types=types,
+        rope_base=float(meta.get(f"{arch}.rope.freq_base", 10000.0)), rope_scaling=_gguf_rope(meta, arch, freq_factors),
+        layer_types=types,
         sliding_window=int(window) if window else None, rope_local_base=10000.0 if gemma else None,
         act="gelu_tanh" if gemma else "silu", qkv_bias=arch == "qwen2", qk_norm=gemma, sandwich_norm=gemma,
         embed_scale=dim ** 0.5 if gemma else 1.0, attn_scale=head_dim ** -0.5 if gemma else None,

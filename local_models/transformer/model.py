@@ -24,6 +24,7 @@ from kernels.rmsnorm import rms_norm
 from kernels.rope import rope, rope_tables
 from local_models.dense import Dense
 from local_models.transformer.config import Config
+from local_models.transformer.rope_scaling import frequencies
 
 
 class RMSNorm(nn.Module):
@@ -210,6 +211,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(c, i) for i in range(c.n_layers))
         self.norm = RMSNorm(c.dim, c.norm_eps)
         self.head = Dense(c.dim, c.vocab_size)  # holds the embedding's transpose when tied
+        self._freqs: dict = {}  # RoPE frequencies per (base, scaling, device): made once, outside any graph capture
 
     @property
     def dtype(self):
@@ -244,13 +246,19 @@ class Transformer(nn.Module):
         """The forward itself; it leaves ``cache.length`` to the caller. A decoding batch
         given as tensors only (no lists) runs without reading a value back to the host."""
         c = self.config
-        tables = {base: rope_tables(batch.pos, c.head_dim, base, self.dtype) for base in {c.rope_base_of(i) for i in range(c.n_layers)}}
+        tables = {}
+        for rope_of in {c.rope_of(i) for i in range(c.n_layers)}:
+            key = (*rope_of, batch.pos.device)
+            if key not in self._freqs:
+                freq, scale = frequencies(c.head_dim, *rope_of)
+                self._freqs[key] = (freq.to(batch.pos.device), scale)
+            tables[rope_of] = rope_tables(batch.pos, self._freqs[key][0], self.dtype, self._freqs[key][1])
         x = self.embed(tokens)
         if c.embed_scale != 1.0:
             x = x * torch.tensor(c.embed_scale, dtype=x.dtype)  # HF rounds the scale to the weights' type
         shared: dict = {}
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, batch, tables[c.rope_base_of(i)], shared)
+            x = block(x, cache, batch, tables[c.rope_of(i)], shared)
         if not all_logits:
             x = x[:, -1]
         logits = self.head(self.norm(x)).float()

@@ -154,9 +154,14 @@ def load_gguf(path: Path, *, dtype=torch.float32, device="cpu") -> Transformer:
     embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     if embd is None:
         raise WeightsCorrupt(f"{path} has no token_embd.weight")
-    c = from_gguf(meta, vocab_size=int(embd.shape[1]), tied="output.weight" not in names)
+    factors = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
+    if factors is not None:
+        factors = tuple(float(f) for f in np.asarray(gguf.quants.dequantize(factors.data, factors.tensor_type)).ravel())
+    c = from_gguf(meta, vocab_size=int(embd.shape[1]), tied="output.weight" not in names, freq_factors=factors)
     tensors = {}
     for t in reader.tensors:
+        if t.name == "rope_freqs.weight":  # read into the config above
+            continue
         ours = _rename(t.name, _GGUF, c)
         data = gguf.quants.dequantize(t.data, t.tensor_type)
         w = torch.from_numpy(np.array(data, dtype=np.float32)).reshape([int(d) for d in reversed(t.shape)])
