@@ -1,8 +1,10 @@
-"""Timing for the GPU benchmark scripts: medians over CUDA events, the device's copy
-bandwidth (the roof a memory-bound kernel is judged against), relative error."""
+"""What the GPU benchmark scripts share: their common options and device choice, medians
+over CUDA events, the device's copy bandwidth (the roof a memory-bound kernel is judged
+against), relative error."""
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -37,3 +39,17 @@ def copy_bandwidth(dev) -> float:
     a = torch.empty(n, device=dev)
     b = torch.empty_like(a)
     return 2 * a.numel() * 4 / timed(lambda: b.copy_(a))
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU through the Triton interpreter")
+    ap.add_argument("--skip-e2e", action="store_true")
+    return ap
+
+
+def device(args) -> torch.device:
+    """The GPU; the CPU only for --smoke, which checks a script, not a figure."""
+    if not torch.cuda.is_available() and not args.smoke:
+        raise SystemExit("no GPU here: GPU figures count only when measured on one (try --smoke to check the script)")
+    return torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")

@@ -19,7 +19,6 @@ sequence length.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from gpu_timing import copy_bandwidth, rel, timed  # noqa: E402
+from gpu_timing import copy_bandwidth, device, parser, rel, timed  # noqa: E402
 from kernels.wkv4 import choose, wkv4, wkv4_naive  # noqa: E402
 from local_models.rwkv.model import GraphedStep, RwkvConfig  # noqa: E402
 from local_models.rwkv.random_weights import random_model, save_checkpoint  # noqa: E402
@@ -195,14 +194,10 @@ def anchor_rwkv_package(c: RwkvConfig) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU through the Triton interpreter")
-    ap.add_argument("--skip-e2e", action="store_true")
+    ap = parser(__doc__)
     ap.add_argument("--anchor-e2e", action="store_true", help="also run the rwkv package on the 7B shape (slow)")
     args = ap.parse_args()
-    if not torch.cuda.is_available() and not args.smoke:
-        raise SystemExit("no GPU here: GPU figures count only when measured on one (try --smoke to check the script)")
-    dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    dev = device(args)
     roof = copy_bandwidth(dev)
     kernels_table(dev, roof)
     if not args.skip_e2e:

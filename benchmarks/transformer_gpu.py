@@ -19,7 +19,6 @@ Goals: prefill >= 1.2x FlexAttention; decode attention >= 0.8x copy bandwidth; d
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -33,7 +32,7 @@ import torch.nn.functional as F  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from gpu_timing import copy_bandwidth, rel, timed  # noqa: E402
+from gpu_timing import copy_bandwidth, device, parser, rel, timed  # noqa: E402
 from kernels.attention import attention_naive, decode_naive  # noqa: E402
 from kernels.attention.decode import attention_decode_split  # noqa: E402
 from kernels.attention.prefill import attention_prefill  # noqa: E402
@@ -233,14 +232,10 @@ def e2e_table(dev, roof: float, skip_hf: bool) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU through the Triton interpreter")
-    ap.add_argument("--skip-e2e", action="store_true")
+    ap = parser(__doc__)
     ap.add_argument("--skip-hf", action="store_true", help="leave out the HF transformers anchor")
     args = ap.parse_args()
-    if not torch.cuda.is_available() and not args.smoke:
-        raise SystemExit("no GPU here: GPU figures count only when measured on one (try --smoke to check the script)")
-    dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    dev = device(args)
     dtype = torch.float32 if args.smoke else torch.bfloat16  # the interpreter's bf16 dot is broken
     roof = copy_bandwidth(dev)
     prefill_table(dev, dtype)
