@@ -176,6 +176,8 @@ def serve(
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CONCLAVE_SERVER_API_KEY", help="require 'Authorization: Bearer KEY'"),
     slots: int = typer.Option(8, "--slots", min=1, max=64, help="requests decoded together (continuous batching)"),
     max_queue: int = typer.Option(64, "--max-queue", min=1, help="waiting requests beyond the slots; more get 503"),
+    kv_share: int = typer.Option(1, "--kv-share", min=1, help="native transformers: layers per shared KV cache "
+                                 "(cross-layer attention; a model not trained so loses quality)"),
 ):
     """Serve a local model behind an OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions)."""
     import ipaddress
@@ -199,14 +201,18 @@ def serve(
         raise ValueError("conclave serve runs local models (llamacpp or native), not an endpoint")
     path = catalog.ensure_weights(spec, s.data_dir)
     with err.status(f"loading {spec.name} with {slots} slots …"):
+        if kv_share > 1 and (backend != "native" or spec.arch == "rwkv"):
+            raise ValueError("--kv-share applies to transformers on the native backend")
         if backend == "native":
-            engine = native.load(path, spec.arch, n_ctx=s.n_ctx, n_slots=slots)
+            engine = native.load(path, spec.arch, n_ctx=s.n_ctx, n_slots=slots, **({"kv_share": kv_share} if kv_share > 1 else {}))
         elif spec.backend == "native":
-            raise ValueError(f"{spec.name} is an {spec.arch} checkpoint, which llama.cpp cannot read: use --backend native")
+            raise ValueError(f"{spec.name} holds {spec.arch} weights that are not a GGUF, which llama.cpp cannot read: use --backend native")
         else:
             engine = LlamaCppEngine(path, name=spec.name, n_ctx=s.n_ctx, n_threads=s.n_threads, n_slots=slots)
     served = Served(spec.name, engine, max_queue=max_queue, api_key=api_key)
-    err.print(f"serving [bold]{spec.name}[/] on http://{host}:{port}/v1 ({slots} slots, queue {max_queue})")
+    cache = getattr(engine, "cache", None)
+    kv = f", KV cache {cache.nbytes_per_slot / 2**20:,.1f} MiB per slot" if hasattr(cache, "nbytes_per_slot") else ""
+    err.print(f"serving [bold]{spec.name}[/] on http://{host}:{port}/v1 ({slots} slots, queue {max_queue}{kv})")
     # on Ctrl-C/SIGTERM, give in-flight requests a few seconds, then cancel them
     uvicorn.run(create_app(served), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 

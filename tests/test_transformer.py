@@ -135,17 +135,10 @@ def test_batched_decoding_matches_reading_each_sequence_at_once(share, tmp_path)
     """Two sequences of uneven length decode together, one token each per step, past the
     window so that the rings wrap; after every step each one's logits are what reading its
     whole sequence at once into a fresh cache gives."""
-    import dataclasses
-
-    from local_models.transformer.model import Transformer
-
     torch.manual_seed(2)
     hf = randomize(tiny("gemma3")).eval()
     hf.save_pretrained(tmp_path)
-    loaded = weights.load_hf(tmp_path)
-    ours = Transformer(dataclasses.replace(loaded.config, kv_share=share))
-    want = ours.state_dict()  # a layer that shares K/V keeps only the query columns of its qkv product
-    ours.load_state_dict({k: v[..., : want[k].shape[-1]] for k, v in loaded.state_dict().items() if k in want})
+    ours = weights.load_hf(tmp_path, kv_share=share)
     seqs = {2: torch.randint(0, 300, (40,)).tolist(), 0: torch.randint(0, 300, (9,)).tolist()}
     cache = ours.new_cache(3, max_len=64)
     for slot, seq in seqs.items():
@@ -281,6 +274,54 @@ def test_an_hf_folder_runs_like_the_gguf_it_was_made_from(smol, smollm2_path, tm
         first = first[: next(i for i, t in enumerate(first) if smol.is_eog(t))]
     want = b"".join(smol.token_bytes(t) for t in first).decode("utf-8", "replace")
     assert llm.chat(CHAT, max_tokens=8, temperature=0).text == want
+
+
+@pytest.mark.model
+@pytest.mark.timeout(900)
+def test_served_over_http_to_the_official_openai_client(model_dir, smollm2_path, tmp_path):
+    """`conclave serve` on the native transformer: the official client gets what the engine
+    gives in process, concurrent requests share the slots, an oversized one gets a 400."""
+    import concurrent.futures
+
+    import openai
+
+    from agents.backends import open_llm
+    from local_models import catalog
+    from tests.server_proc import running_server
+
+    name = catalog.DEFAULT_MODEL
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    local = open_llm(str(smollm2_path), backend="native", data_dir=tmp_path, n_ctx=512).chat(chat, max_tokens=8, temperature=0)
+    env = {"CONCLAVE_N_CTX": "512", "CONCLAVE_BACKEND": "native"}
+    with running_server(model_dir, "--model", name, "--slots", "2", env=env, timeout=300) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=300)
+        r = client.chat.completions.create(model=name, messages=chat, max_tokens=8, temperature=0)
+        assert r.choices[0].message.content == local.text and "Paris" in local.text
+        prompts = ["The capital of Italy is", "Water boils at", "One, two, three,"]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # more requests than slots: batched and queued
+            outs = list(pool.map(lambda p: client.completions.create(model=name, prompt=p, max_tokens=6, temperature=0,
+                                                                      logprobs=1), prompts))
+        for out in outs:
+            assert out.usage.completion_tokens >= 1 and all(lp <= 0 for lp in out.choices[0].logprobs.token_logprobs)
+        with pytest.raises(openai.BadRequestError, match="context"):
+            client.completions.create(model=name, prompt="word " * 600, max_tokens=4)
+
+
+def test_cross_layer_sharing_is_an_option_of_loading(tmp_path):
+    """Loading with kv_share=2 drops the K/V projections of every second layer and halves
+    the cache; a layer count that does not divide leaves the last group smaller."""
+    from local_models.transformer import weights as w
+
+    torch.manual_seed(0)
+    hf = randomize(tiny("qwen2")).eval()  # biased Q/K/V: the dropped biases must go too
+    hf.save_pretrained(tmp_path)
+    full, half, odd = (w.load_hf(tmp_path, kv_share=n) for n in (1, 2, 3))
+    assert half.new_cache(1, 64).nbytes_per_slot * 2 == full.new_cache(1, 64).nbytes_per_slot
+    assert [b.attn.owns_kv for b in odd.blocks] == [True, False, False, True]
+    logits = half(torch.randint(0, 300, (1, 20)), half.new_cache(1, 64))
+    assert logits.shape == (1, 300) and torch.isfinite(logits).all()
+    with pytest.raises(ValueError, match="kv_share"):
+        w.load_hf(tmp_path, kv_share=0)
 
 
 @pytest.fixture(scope="module")

@@ -100,16 +100,17 @@ class TransformerEngine(SlotEngine):
 
 
 def load(path: Path, *, n_ctx: int = 4096, n_slots: int = 1, dtype: torch.dtype | None = None,
-         device: str | None = None, name: str | None = None, graphs: bool | None = None) -> TransformerEngine:
+         device: str | None = None, name: str | None = None, graphs: bool | None = None,
+         kv_share: int = 1) -> TransformerEngine:
     """An engine on a GGUF file (its vocabulary read by llama.cpp) or an HF folder (its
-    tokenizer.json and configs)."""
+    tokenizer.json and configs); ``kv_share``: see ``weights.load_hf``."""
     path = Path(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     if not path.exists():
         raise ModelNotFound(f"model not found: {path}")
     if path.is_dir():
-        model = weights.load_hf(path, dtype=dtype, device=device)
+        model = weights.load_hf(path, dtype=dtype, device=device, kv_share=kv_share)
         text = HFText(path, name=name)
         if text.n_vocab > model.config.vocab_size:
             raise WeightsCorrupt(f"{path}/tokenizer.json has {text.n_vocab} tokens but the model embeds only "
@@ -117,7 +118,7 @@ def load(path: Path, *, n_ctx: int = 4096, n_slots: int = 1, dtype: torch.dtype 
     else:
         from local_models.llamacpp import LlamaCppVocab
 
-        model = weights.load_gguf(path, dtype=dtype, device=device)
+        model = weights.load_gguf(path, dtype=dtype, device=device, kv_share=kv_share)
         text = LlamaCppVocab(path, name=name or path.name)
     return TransformerEngine(model, text, name=name or path.name, n_ctx=n_ctx, n_slots=n_slots, graphs=graphs)
 

@@ -9,6 +9,7 @@ multiply by anyway (HF stores w, so its Gemma norms get the 1 added here).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -64,9 +65,14 @@ def unpermute_qk(w: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def _fuse(tensors: dict[str, torch.Tensor], c: Config) -> None:
-    """Q, K, V into one matrix and gate, up into another, where all their parts are present."""
+    """Q, K, V into one matrix and gate, up into another, where all their parts are present.
+    With cross-layer KV sharing, a layer that reads another's keys and values has no use for
+    its own K and V projections (nor its key norm): they are dropped."""
     for i in range(c.n_layers):
         b = f"blocks.{i}."
+        if c.kv_layer(i) != i:
+            for name in (f"{b}attn.k.weight", f"{b}attn.v.weight", f"{b}attn.k.bias", f"{b}attn.v.bias", f"{b}attn.k_norm.weight"):
+                tensors.pop(name, None)
         for kind in ("weight", "bias"):
             names = [f"{b}attn.{n}.{kind}" for n in ("q", "k", "v")]
             if c.kv_layer(i) != i:
@@ -110,12 +116,21 @@ def build(c: Config, tensors: dict[str, torch.Tensor], *, source: str, gemma_nor
     return model.eval()
 
 
-def load_hf(path: Path, *, dtype=torch.float32, device="cpu") -> Transformer:
+def _sharing(c: Config, kv_share: int) -> Config:
+    if kv_share < 1:
+        raise ValueError(f"kv_share is the number of adjacent layers that share keys and values (>= 1), not {kv_share}")
+    return dataclasses.replace(c, kv_share=kv_share)
+
+
+def load_hf(path: Path, *, dtype=torch.float32, device="cpu", kv_share: int = 1) -> Transformer:
+    """``kv_share`` > 1 shares keys and values across each group of that many adjacent layers
+    (cross-layer attention, Brandon et al. 2024): a model not trained so loses quality."""
     path = Path(path)
     try:
         c = from_hf(json.loads((path / "config.json").read_text()))
     except (OSError, ValueError, KeyError) as e:
         raise WeightsCorrupt(f"{path}/config.json is missing or not an HF model config: {e}") from e
+    c = _sharing(c, kv_share)
     from safetensors.torch import load_file
 
     files = sorted(path.glob("*.safetensors"))
@@ -141,7 +156,8 @@ def gguf_metadata(reader) -> dict:
     return meta
 
 
-def load_gguf(path: Path, *, dtype=torch.float32, device="cpu") -> Transformer:
+def load_gguf(path: Path, *, dtype=torch.float32, device="cpu", kv_share: int = 1) -> Transformer:
+    """As ``load_hf``, from a GGUF file (dequantized)."""
     import gguf
 
     path = Path(path)
@@ -157,7 +173,7 @@ def load_gguf(path: Path, *, dtype=torch.float32, device="cpu") -> Transformer:
     factors = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
     if factors is not None:
         factors = tuple(float(f) for f in np.asarray(gguf.quants.dequantize(factors.data, factors.tensor_type)).ravel())
-    c = from_gguf(meta, vocab_size=int(embd.shape[1]), tied="output.weight" not in names, freq_factors=factors)
+    c = _sharing(from_gguf(meta, vocab_size=int(embd.shape[1]), tied="output.weight" not in names, freq_factors=factors), kv_share)
     tensors = {}
     for t in reader.tensors:
         if t.name == "rope_freqs.weight":  # read into the config above
