@@ -106,8 +106,8 @@ def prefill_table(dev, dtype) -> None:
                           f"{rel(sdpa()[:, :, sub], ref):.1e}")
         best = None
         for bm, bn, warps, stages in PREFILL_CONFIGS:
-            run = lambda: attention_prefill(q, k, v, pos, pos, scale=scale, window=window, block_m=bm, block_n=bn,  # noqa: E731
-                                            num_warps=warps, num_stages=stages)
+            run = lambda: attention_prefill(q, k, v, pos, pos, scale=scale, window=window, ordered_from=0,  # noqa: E731
+                                            block_m=bm, block_n=bn, num_warps=warps, num_stages=stages)
             try:
                 t = timed(run)
             except Exception as e:  # a configuration the GPU cannot hold (shared memory)

@@ -112,9 +112,11 @@ def test_prefill_attention_triton(case, dtype, tol):
     q, k, v, q_pos, k_pos = _attention_case(**case)
     ref = attention_naive(q, k, v, q_pos, k_pos, scale=q.shape[-1] ** -0.5, window=window, softcap=softcap)
     to = lambda t: t.to(DEV, dtype)  # noqa: E731
-    out = attention_prefill(to(q), to(k), to(v), q_pos.to(DEV), k_pos.to(DEV), scale=q.shape[-1] ** -0.5,
-                            window=window, softcap=softcap, block_m=16, block_n=16)
-    assert out.dtype == dtype and rel(out, ref) < tol
+    cached = k.shape[2] - q.shape[2]  # the chunk's own keys come last, at consecutive positions
+    for ordered_from in (None, cached):
+        out = attention_prefill(to(q), to(k), to(v), q_pos.to(DEV), k_pos.to(DEV), scale=q.shape[-1] ** -0.5,
+                                window=window, softcap=softcap, ordered_from=ordered_from, block_m=16, block_n=16)
+        assert out.dtype == dtype and rel(out, ref) < tol, ordered_from
 
 
 def test_ring_positions_are_what_writing_token_by_token_leaves():

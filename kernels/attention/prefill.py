@@ -2,10 +2,13 @@
 queries of one head and streams the keys block by block, keeping a running maximum, sum
 and output (the online softmax), so the scores never reach memory. Masks come from
 positions (see naive.py): causal, sliding window, cached keys before the chunk, ring
-cells in any order. A query head reads KV head ``head // groups`` (GQA). A key block that
-no query of the block sees (past the causal edge, or out of every query's window) is
-skipped before its keys are loaded: with a window W, a query block reads about W keys,
-not the whole prefix."""
+cells in any order. A query head reads KV head ``head // groups`` (GQA).
+
+Work is spent only on keys some query of the block sees. Where the caller says the keys
+from some index on are at consecutive positions (a prompt chunk always is), the loop over
+them runs only from the window's start to the causal edge of the block: with a window W,
+about W keys per query block, not the whole prefix. Keys in any order (the cached ring)
+are checked block by block, and a block nobody sees is skipped before it is loaded."""
 
 from __future__ import annotations
 
@@ -17,8 +20,35 @@ from kernels.attention.decode import _tanh
 
 
 @triton.jit
+def _block(q, qp, m, l, acc, k_ptr, v_ptr, kpos_ptr, kv_base, kpos_base, cols, cmask, dims, dmask, D, scale, window,
+           softcap, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr):
+    """One block of keys into the running (max, sum, output) of a block of queries; skipped
+    before its keys are loaded when no query sees any of them."""
+    kp = tl.load(kpos_ptr + kpos_base + cols, mask=cmask, other=-1)
+    seen = (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
+    if HAS_WINDOW:
+        seen = seen & (kp[None, :] > qp[:, None] - window)
+    if tl.max(tl.max(seen.to(tl.int32), axis=1), axis=0) > 0:
+        kv_off = (kv_base + cols[:, None]) * D + dims[None, :]
+        k = tl.load(k_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
+        v = tl.load(v_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
+        s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
+        if HAS_SOFTCAP:
+            s = softcap * _tanh(s / softcap)
+        s = tl.where(seen, s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing seen yet
+        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.exp(m - m_safe)
+        l = l * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+        m = m_new
+    return m, l, acc
+
+
+@triton.jit
 def _prefill(q_ptr, k_ptr, v_ptr, o_ptr, qpos_ptr, kpos_ptr,
-             Hq, Hkv, Tq, Tk, D, scale, window, softcap,
+             Hq, Hkv, Tq, Tk, D, scale, window, softcap, ordered_from,
              HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     bh, mb = tl.program_id(0).to(tl.int64), tl.program_id(1)
     b, h = bh // Hq, bh % Hq
@@ -32,37 +62,36 @@ def _prefill(q_ptr, k_ptr, v_ptr, o_ptr, qpos_ptr, kpos_ptr,
     m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
-    for start in range(0, Tk, BLOCK_N):
+    kv_base, kpos_base = (b * Hkv + hk) * Tk, b * Tk
+    # keys in any order (cached ring cells): every block is checked
+    for start in range(0, ordered_from, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        cmask = cols < Tk
-        kp = tl.load(kpos_ptr + b * Tk + cols, mask=cmask, other=-1)
-        seen = (kp[None, :] >= 0) & (kp[None, :] <= qp[:, None])
+        m, l, acc = _block(q, qp, m, l, acc, k_ptr, v_ptr, kpos_ptr, kv_base, kpos_base, cols, cols < ordered_from,
+                           dims, dmask, D, scale, window, softcap, HAS_WINDOW, HAS_SOFTCAP)
+    # keys at consecutive positions from ordered_from on: only the range these queries can see
+    if ordered_from < Tk:
+        p0 = tl.load(kpos_ptr + kpos_base + ordered_from)
+        q_lo = tl.min(tl.where(rmask, qp, 2147483647), axis=0)
+        q_hi = tl.max(qp, axis=0)
+        first = ordered_from
         if HAS_WINDOW:
-            seen = seen & (kp[None, :] > qp[:, None] - window)
-        if tl.max(tl.max(seen.to(tl.int32), axis=1), axis=0) > 0:
-            kv_off = ((b * Hkv + hk) * Tk + cols[:, None]) * D + dims[None, :]
-            k = tl.load(k_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
-            v = tl.load(v_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
-            s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
-            if HAS_SOFTCAP:
-                s = softcap * _tanh(s / softcap)
-            s = tl.where(seen, s, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, axis=1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing seen yet
-            p = tl.exp(s - m_safe[:, None])
-            alpha = tl.exp(m - m_safe)
-            l = l * alpha + tl.sum(p, axis=1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
-            m = m_new
+            first = ordered_from + tl.maximum(q_lo - window + 1 - p0, 0)
+        last = tl.minimum(ordered_from + q_hi - p0 + 1, Tk)
+        for start in range(first, last, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N)
+            m, l, acc = _block(q, qp, m, l, acc, k_ptr, v_ptr, kpos_ptr, kv_base, kpos_base, cols, cols < last,
+                               dims, dmask, D, scale, window, softcap, HAS_WINDOW, HAS_SOFTCAP)
     out = acc / tl.where(l == 0.0, 1.0, l)[:, None]
     tl.store(o_ptr + ((b * Hq + h) * Tq + rows[:, None]) * D + dims[None, :], out.to(o_ptr.dtype.element_ty),
              mask=rmask[:, None] & dmask[None, :])
 
 
 def attention_prefill(q, k, v, q_pos, k_pos, *, scale: float, window: int | None = None,
-                      softcap: float | None = None, block_m: int = 64, block_n: int = 64, num_warps: int = 4,
-                      num_stages: int = 2):
-    """Same contract as ``attention_naive``."""
+                      softcap: float | None = None, ordered_from: int | None = None, block_m: int = 64,
+                      block_n: int = 64, num_warps: int = 4, num_stages: int = 2):
+    """Same contract as ``attention_naive``. ``ordered_from``: the caller's word that keys
+    from that index on sit at consecutive positions (a chunk after its cached keys, or a
+    whole prompt: 0), so that each query block loops only over the keys it can see."""
     B, Hq, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     if Hq % Hkv or v.shape != k.shape or q_pos.shape != (B, Tq) or k_pos.shape != (B, Tk):
@@ -72,7 +101,7 @@ def attention_prefill(q, k, v, q_pos, k_pos, *, scale: float, window: int | None
     o = torch.empty_like(q)
     grid = (B * Hq, triton.cdiv(Tq, block_m))
     _prefill[grid](q, k, v, o, q_pos.to(torch.int32).contiguous(), k_pos.to(torch.int32).contiguous(),
-                   Hq, Hkv, Tq, Tk, D, scale, window or 0, softcap or 0.0,
+                   Hq, Hkv, Tq, Tk, D, scale, window or 0, softcap or 0.0, Tk if ordered_from is None else ordered_from,
                    HAS_WINDOW=bool(window), HAS_SOFTCAP=bool(softcap),
                    BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(D)), num_warps=num_warps, num_stages=num_stages)
     return o

@@ -136,7 +136,7 @@ class Attention(nn.Module):
             vals = torch.cat([cache.v[kv][slot, :, : len(held)], v[b]], dim=1)
             kpos = torch.cat([held, torch.arange(s0, s0 + T, device=x.device)])[None]
             qpos = torch.arange(s0, s0 + T, device=x.device)[None]
-            out.append(self._prefill(q[b : b + 1], keys[None], vals[None], qpos, kpos))
+            out.append(self._prefill(q[b : b + 1], keys[None], vals[None], qpos, kpos, len(held)))
         if self.owns_kv:  # after attending: a ring must not lose keys this chunk still reads
             for b, (slot, s0) in enumerate(zip(slots, start)):
                 cache.write(kv, slot, s0, k[b], v[b])
@@ -159,13 +159,15 @@ class Attention(nn.Module):
         return attention_decode(q[:, :, 0], cache.k[kv], cache.v[kv], batch.slot_t, pos, scale=self.c.scale,
                                 window=self.window, softcap=self.c.attn_softcap)
 
-    def _prefill(self, q, k, v, q_pos, k_pos):
-        """A chunk's queries over the cached keys and its own, masked by position."""
+    def _prefill(self, q, k, v, q_pos, k_pos, n_cached: int):
+        """A chunk's queries over the cached keys and its own (from ``n_cached`` on, in
+        order), masked by position."""
         c = self.c
         if q.is_cuda:
             from kernels.attention.prefill import attention_prefill
 
-            return attention_prefill(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window, softcap=c.attn_softcap)
+            return attention_prefill(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window, softcap=c.attn_softcap,
+                                     ordered_from=n_cached)
         if c.attn_softcap is not None:
             return attention_naive(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window, softcap=c.attn_softcap)
         mask = visible(q_pos, k_pos, self.window)[:, None]
