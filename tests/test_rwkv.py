@@ -300,34 +300,13 @@ def test_gpu_engine_decodes_through_cuda_graphs_like_the_cpu(world_ckpt, exact_f
 
 
 def test_served_over_http_to_the_official_openai_client(world_ckpt, tmp_path):
-    import concurrent.futures
-
-    import openai
-
     from agents.backends import open_llm
-    from tests.server_proc import running_server
+    from tests.server_proc import check_served_like_in_process, running_server
 
     chat = [{"role": "user", "content": "Name a colour."}]
     local = open_llm(str(world_ckpt), data_dir=tmp_path, n_ctx=512).chat(chat, max_tokens=6, temperature=0)
     with running_server(tmp_path, "--model", str(world_ckpt), "--slots", "2", env={"CONCLAVE_N_CTX": "512"}) as base:
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
-        name = world_ckpt.name
-        assert [m.id for m in client.models.list().data] == [name]
-        r = client.chat.completions.create(model=name, messages=chat, max_tokens=6, temperature=0)
-        assert r.choices[0].message.content == local.text
-        assert r.usage.prompt_tokens == local.usage.prompt_tokens
-        prompts = ["Once upon a time", "The weather today", "In 1905, Einstein"]
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # more requests than slots: batched and queued
-            outs = list(pool.map(lambda p: client.completions.create(model=name, prompt=p, max_tokens=5, temperature=0,
-                                                                      logprobs=1), prompts))
-        for out in outs:
-            assert out.usage.completion_tokens >= 1 and all(lp <= 0 for lp in out.choices[0].logprobs.token_logprobs)
-        streamed = "".join(c.choices[0].text for c in client.completions.create(
-            model=name, prompt=prompts[0], max_tokens=5, temperature=0, stream=True))
-        assert streamed == outs[0].choices[0].text
-        with pytest.raises(openai.BadRequestError) as too_long:
-            client.completions.create(model=name, prompt="word " * 600, max_tokens=4)
-        assert "context" in str(too_long.value)
+        check_served_like_in_process(base, world_ckpt.name, chat, local)
 
 
 @pytest.mark.parametrize("script,args", [

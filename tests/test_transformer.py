@@ -279,32 +279,17 @@ def test_an_hf_folder_runs_like_the_gguf_it_was_made_from(smol, smollm2_path, tm
 @pytest.mark.model
 @pytest.mark.timeout(900)
 def test_served_over_http_to_the_official_openai_client(model_dir, smollm2_path, tmp_path):
-    """`conclave serve` on the native transformer: the official client gets what the engine
-    gives in process, concurrent requests share the slots, an oversized one gets a 400."""
-    import concurrent.futures
-
-    import openai
-
+    """`conclave serve` on the native transformer (CONCLAVE_BACKEND=native)."""
     from agents.backends import open_llm
     from local_models import catalog
-    from tests.server_proc import running_server
+    from tests.server_proc import check_served_like_in_process, running_server
 
-    name = catalog.DEFAULT_MODEL
     chat = [{"role": "user", "content": "What is the capital of France?"}]
     local = open_llm(str(smollm2_path), backend="native", data_dir=tmp_path, n_ctx=512).chat(chat, max_tokens=8, temperature=0)
+    assert "Paris" in local.text
     env = {"CONCLAVE_N_CTX": "512", "CONCLAVE_BACKEND": "native"}
-    with running_server(model_dir, "--model", name, "--slots", "2", env=env, timeout=300) as base:
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=300)
-        r = client.chat.completions.create(model=name, messages=chat, max_tokens=8, temperature=0)
-        assert r.choices[0].message.content == local.text and "Paris" in local.text
-        prompts = ["The capital of Italy is", "Water boils at", "One, two, three,"]
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # more requests than slots: batched and queued
-            outs = list(pool.map(lambda p: client.completions.create(model=name, prompt=p, max_tokens=6, temperature=0,
-                                                                      logprobs=1), prompts))
-        for out in outs:
-            assert out.usage.completion_tokens >= 1 and all(lp <= 0 for lp in out.choices[0].logprobs.token_logprobs)
-        with pytest.raises(openai.BadRequestError, match="context"):
-            client.completions.create(model=name, prompt="word " * 600, max_tokens=4)
+    with running_server(model_dir, "--model", catalog.DEFAULT_MODEL, "--slots", "2", env=env, timeout=300) as base:
+        check_served_like_in_process(base, catalog.DEFAULT_MODEL, chat, local)
 
 
 def test_cross_layer_sharing_is_an_option_of_loading(tmp_path):

@@ -2,7 +2,8 @@
 
 - ``naive.py``: the specification (``attention_naive``; ``decode_naive`` over a ring);
 - ``prefill.py``: Triton, flash-attention style, for a chunk of queries;
-- ``decode.py``: Triton, split-K (flash-decoding), one query per sequence over the cache.
+- ``decode.py``: Triton, split-K (flash-decoding), one query per sequence over the cache;
+- ``online.py``: the online-softmax step both kernels share.
 
 ``attention_decode`` picks Triton on CUDA; elsewhere the reference's arithmetic through
 torch's fused SDPA, over only the cells some sequence of the batch has filled.

@@ -22,10 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _tanh(x):
-    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+from kernels.attention.online import online_update
 
 
 @triton.jit
@@ -58,17 +55,7 @@ def _split(q_ptr, k_ptr, v_ptr, o_ptr, m_ptr, l_ptr, slot_ptr, pos_ptr,
         off = (base + cols[:, None]) * D + dims[None, :]
         k = tl.load(k_ptr + off, mask=seen[:, None] & dmask[None, :], other=0.0)
         v = tl.load(v_ptr + off, mask=seen[:, None] & dmask[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
-        if HAS_SOFTCAP:
-            s = softcap * _tanh(s / softcap)
-        s = tl.where(seen[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp(s - m_safe[:, None])
-        alpha = tl.exp(m - m_safe)
-        l = l * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
-        m = m_new
+        m, l, acc = online_update(q, k, v, seen[None, :], m, l, acc, scale, softcap, HAS_SOFTCAP)
     part = (b * Hq + heads) * S + sp
     tl.store(m_ptr + part, m, mask=gmask)
     tl.store(l_ptr + part, l, mask=gmask)

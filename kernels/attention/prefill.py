@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention.decode import _tanh
+from kernels.attention.online import online_update
 
 
 @triton.jit
@@ -32,17 +32,7 @@ def _block(q, qp, m, l, acc, k_ptr, v_ptr, kpos_ptr, kv_base, kpos_base, cols, c
         kv_off = (kv_base + cols[:, None]) * D + dims[None, :]
         k = tl.load(k_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
         v = tl.load(v_ptr + kv_off, mask=cmask[:, None] & dmask[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
-        if HAS_SOFTCAP:
-            s = softcap * _tanh(s / softcap)
-        s = tl.where(seen, s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing seen yet
-        p = tl.exp(s - m_safe[:, None])
-        alpha = tl.exp(m - m_safe)
-        l = l * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
-        m = m_new
+        m, l, acc = online_update(q, k, v, seen, m, l, acc, scale, softcap, HAS_SOFTCAP)
     return m, l, acc
 
 
