@@ -5,43 +5,42 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kernels import gemv
+
 
 class Dense(nn.Module):
     """x @ W, with W stored [in, out].
 
     Decoding reads every weight once per step, so on a CPU its speed is the speed at which
-    the products stream W from memory. Measured on 2 cores with cold caches (SmolLM2's
-    shapes, fp32):
+    the products stream W from memory. For up to 16 rows (a decoding batch) the product is
+    our C kernel (kernels/gemv) on a copy of W packed as panels, made on the first such
+    call: an engine that decodes on the CPU holds its weights twice, for 2-4x the speed of
+    torch's own products at 8 rows. Measured on 2 cores with cold caches (SmolLM2's shapes):
+    MKL 9-11 GB/s at 8 rows, oneDNN on a packed weight 15-24, the panels 32-45.
 
-    - one row: torch's matrix-vector product runs on one core (``x @ W`` 15-24 GB/s). We
-      split the inner dimension into one slice per thread, W viewed as [threads, in /
-      threads, out] (no copy), let ``bmm`` run the slices in parallel and add the partial
-      sums: 26-43 GB/s;
-    - 2 to 16 rows (a batch of decoding slots): MKL's products fall to 7-11 GB/s, because
-      each call repacks W. oneDNN's product on a weight packed once ahead of time holds
-      17-30 GB/s. The packed copy is made on the first such call, so only an engine that
-      batches pays its memory;
-    - more rows (prompts) are bound by arithmetic and take the plain product.
+    Without a C compiler, a single row splits the inner dimension into one slice per thread
+    (W viewed [threads, in / threads, out], no copy) for ``bmm`` to run in parallel, as
+    torch's matrix-vector product runs on one core. More rows (prompts) are bound by
+    arithmetic and take the plain product.
     """
 
-    SPLIT_ROWS = 16
+    SMALL_ROWS = 16
 
     def __init__(self, n_in: int, n_out: int, bias: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_in, n_out), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(n_out), requires_grad=False) if bias else None
-        self._packed: tuple[tuple, torch.Tensor] | None = None  # (which weight it packs, oneDNN's layout)
+        self._panels: tuple[tuple, torch.Tensor] | None = None  # (which weight it packs, the panels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_in = x.shape[-1]
         rows = x.numel() // n_in
+        small = x.device.type == "cpu" and rows <= self.SMALL_ROWS
         threads = torch.get_num_threads()
-        if x.device.type != "cpu" or rows > self.SPLIT_ROWS:
-            y = x @ self.weight
-        elif rows > 1 and x.dtype == torch.float32 and (packed := self._pack()) is not None:
-            y = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, n_in), packed, None, "none", [], "")
+        if small and x.dtype == torch.float32 and gemv.available():
+            y = gemv.gemv_panels(x.reshape(rows, n_in), self._packed(), self.weight.shape[1])
             y = y.reshape(*x.shape[:-1], -1)
-        elif threads >= 2 and n_in % threads == 0:
+        elif small and rows == 1 and threads >= 2 and n_in % threads == 0:
             xs = x.reshape(rows, threads, n_in // threads).transpose(0, 1)
             parts = torch.bmm(xs, self.weight.view(threads, n_in // threads, -1))
             y = parts.sum(0).reshape(*x.shape[:-1], -1)
@@ -49,13 +48,10 @@ class Dense(nn.Module):
             y = x @ self.weight
         return y if self.bias is None else y + self.bias
 
-    def _pack(self) -> torch.Tensor | None:
-        """oneDNN's packed copy of W, remade when the weight changes (loading writes it after
-        construction); None where this torch has no oneDNN."""
+    def _packed(self) -> torch.Tensor:
+        """The panels of W, remade when the weight changes (loading writes it after construction)."""
         w = self.weight
         key = (w.data_ptr(), w._version)  # a new tensor, or the same one written in place
-        if self._packed is None or self._packed[0] != key:
-            if not torch.backends.mkldnn.is_available():
-                return None
-            self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach().t().contiguous(), self.SPLIT_ROWS // 2))
-        return self._packed[1]
+        if self._panels is None or self._panels[0] != key:
+            self._panels = (key, gemv.pack(w.detach()))
+        return self._panels[1]

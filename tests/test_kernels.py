@@ -210,3 +210,30 @@ def test_decode_attention_at_real_shape_gpu():
     ref = decode_naive(q.double(), k_cache.double(), v_cache.double(), slots, pos, scale=128 ** -0.5, window=1024)
     out = attention_decode_split(q, k_cache, v_cache, slots, pos, scale=128 ** -0.5, window=1024)
     assert rel(out, ref) < 2e-2
+
+
+@pytest.mark.skipif(not __import__("kernels.gemv", fromlist=["available"]).available(), reason="no C compiler")
+@pytest.mark.parametrize("M,K,N", [(1, 576, 3072), (2, 64, 33), (8, 96, 64), (11, 40, 100), (16, 576, 960)])
+def test_gemv_panels(M, K, N):
+    """The C kernel against float64, row counts on both sides of its 8-row blocks, widths
+    that leave the last panel part-filled."""
+    from kernels.gemv import gemv_naive, gemv_panels, pack
+
+    g = torch.Generator().manual_seed(M * K + N)
+    x, w = torch.randn(M, K, generator=g), torch.randn(K, N, generator=g)
+    out = gemv_panels(x, pack(w), N)
+    assert out.shape == (M, N) and rel(out, gemv_naive(x.double(), w.double())) < 1e-6
+
+
+def test_dense_repacks_a_weight_written_in_place():
+    from local_models.dense import Dense
+
+    d = Dense(64, 40)
+    torch.nn.init.normal_(d.weight)
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(d(x), x @ d.weight)
+    with torch.no_grad():
+        d.weight.mul_(2.0)  # what loading into an existing model does
+    torch.testing.assert_close(d(x), x @ d.weight)
+    prompt = torch.randn(2, 40, 64)  # 80 rows: the plain product
+    torch.testing.assert_close(d(prompt), prompt @ d.weight)
