@@ -22,13 +22,14 @@ def _library() -> ctypes.CDLL | None:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    out = Path(tempfile.mkdtemp(prefix="conclave-gemv-")) / "panels.so"
-    try:
-        subprocess.run([cc, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(SOURCE), "-o", str(out)],
-                       check=True, capture_output=True, timeout=120)
-        lib = ctypes.CDLL(str(out))
-    except (OSError, subprocess.SubprocessError):
-        return None
+    with tempfile.TemporaryDirectory(prefix="conclave-gemv-") as tmp:  # a loaded library outlives its file
+        out = Path(tmp) / "panels.so"
+        try:
+            subprocess.run([cc, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(SOURCE), "-o", str(out)],
+                           check=True, capture_output=True, timeout=120)
+            lib = ctypes.CDLL(str(out))
+        except (OSError, subprocess.SubprocessError):
+            return None
     lib.gemv_panels.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3 + [ctypes.c_int]
     lib.gemv_panels.restype = None
     return lib
