@@ -206,7 +206,7 @@ def serve(
         if backend == "native":
             engine = native.load(path, spec.arch, n_ctx=s.n_ctx, n_slots=slots, **({"kv_share": kv_share} if kv_share > 1 else {}))
         elif spec.backend == "native":
-            raise ValueError(f"{spec.name} holds {spec.arch} weights that are not a GGUF, which llama.cpp cannot read: use --backend native")
+            raise catalog.native_only(spec)
         else:
             engine = LlamaCppEngine(path, name=spec.name, n_ctx=s.n_ctx, n_threads=s.n_threads, n_slots=slots)
     served = Served(spec.name, engine, max_queue=max_queue, api_key=api_key)

@@ -147,6 +147,12 @@ def native_arch(path: Path) -> str | None:
     return None
 
 
+def native_only(spec: ModelSpec) -> ValueError:
+    """The error for weights only the native engines read, asked of llama.cpp."""
+    return ValueError(f"{spec.name} holds {spec.arch} weights that are not a GGUF, which llama.cpp cannot read: "
+                      f"use --backend native")
+
+
 def _gguf_arch(path: Path) -> str:
     """Read ``general.architecture`` from a GGUF header without loading the model."""
     import struct

@@ -1,6 +1,7 @@
 """The native transformer against HF transformers on tiny random models of each family:
 logits after a chunked prefill longer than the sliding window, and over 64 decode steps."""
 
+import itertools
 import math
 
 import pytest
@@ -48,6 +49,16 @@ def tiny(family: str):
                                             layer_types=["sliding_attention", "full_attention"] * 2, rope_parameters=rope)
         return transformers.Gemma3ForCausalLM(cfg)
     raise ValueError(family)
+
+
+def greedy(model, ids: list[int], n: int, stop=lambda token: False) -> list[int]:
+    """Up to n greedy tokens after ``ids``, ending before the first that ``stop`` accepts."""
+    cache, got = model.new_cache(1, len(ids) + n + 1), []
+    logits = model(torch.tensor([ids]), cache)
+    while len(got) < n and not stop(int(logits.argmax())):
+        got.append(int(logits.argmax()))
+        logits = model(torch.tensor([[got[-1]]]), cache)
+    return got
 
 
 def randomize(model):
@@ -177,12 +188,7 @@ def test_smollm2_gguf_matches_hf_reading_the_same_file(smol, smollm2_path):
     assert rel(smol.model(torch.tensor([prompts[0]]), cache, all_logits=True)[0], ref) < 1e-4
     theirs = torch_lm.greedy(hf, tok, prompts, 64, batch=1)  # one at a time: no padding
     for ids, want in zip(prompts, theirs):
-        cache = smol.model.new_cache(1, 128)
-        logits, got = smol.model(torch.tensor([ids]), cache), []
-        while len(got) < 64 and not smol.is_eog(int(logits.argmax())):
-            got.append(int(logits.argmax()))
-            logits = smol.model(torch.tensor([[got[-1]]]), cache)
-        assert got == want
+        assert greedy(smol.model, ids, 64, smol.is_eog) == want
 
 
 @pytest.mark.model
@@ -260,18 +266,9 @@ def test_an_hf_folder_runs_like_the_gguf_it_was_made_from(smol, smollm2_path, tm
     assert llm.backend == "native" and llm.engine.arch == "llama"
     same_text(llm.engine.text, smol.text)
     prompt = smol.tokenize(smol.chat_prompt(CHAT), add_bos=smol.add_bos)
-    runs = []
-    for model in (llm.engine.model, smol.model):
-        cache, got = model.new_cache(1, 256), []
-        logits = model(torch.tensor([prompt]), cache)
-        for _ in range(24):
-            got.append(int(logits.argmax()))
-            logits = model(torch.tensor([[got[-1]]]), cache)
-        runs.append(got)
+    runs = [greedy(model, prompt, 24) for model in (llm.engine.model, smol.model)]
     assert runs[0] == runs[1]
-    first = runs[0][:8]
-    if any(smol.is_eog(t) for t in first):
-        first = first[: next(i for i, t in enumerate(first) if smol.is_eog(t))]
+    first = list(itertools.takewhile(lambda t: not smol.is_eog(t), runs[0][:8]))
     want = b"".join(smol.token_bytes(t) for t in first).decode("utf-8", "replace")
     assert llm.chat(CHAT, max_tokens=8, temperature=0).text == want
 
@@ -353,12 +350,7 @@ def test_gemma3_sliding_window_on_real_text_matches_hf(gemma_path):
     assert rel(ours, ref) < 1e-4
     prompts = [gemma.tokenize(p, add_bos=gemma.add_bos) for p in PROMPTS]
     for ids, want in zip(prompts, torch_lm.greedy(hf, tok, prompts, 64, batch=1)):
-        cache = gemma.model.new_cache(1, 128)
-        logits, got = gemma.model(torch.tensor([ids]), cache), []
-        while len(got) < 64 and not gemma.is_eog(int(logits.argmax())):
-            got.append(int(logits.argmax()))
-            logits = gemma.model(torch.tensor([[got[-1]]]), cache)
-        assert got == want
+        assert greedy(gemma.model, ids, 64, gemma.is_eog) == want
 
 
 def test_cross_layer_kv_sharing_halves_the_cache_and_decodes_like_prefill():

@@ -53,7 +53,7 @@ def open_llm(
         engine = native.load(path, spec.arch, n_ctx=n_ctx, **options)
         return LocalLLM(engine, backend="native", model=spec.name, sink=sink)
     if spec.backend == "native":
-        raise ValueError(f"{spec.name} holds {spec.arch} weights that are not a GGUF, which llama.cpp cannot read: use --backend native")
+        raise catalog.native_only(spec)
     from local_models.llamacpp import LlamaCppEngine
 
     engine = LlamaCppEngine(path, name=spec.name, n_ctx=n_ctx, n_threads=n_threads)

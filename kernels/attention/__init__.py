@@ -30,16 +30,14 @@ def attention_decode(q, k_cache, v_cache, slots, pos, *, scale: float, window: i
     top = int(pos.max())
     held = min(top + 1, cells)
     rows = slots.tolist()
-    if len(rows) == 1:  # one sequence: a view of the cells it sees, no copy and no mask
-        n = int(pos[0])
-        lo = max(0, n + 1 - window) if window and n < cells else 0  # a ring of W cells is all visible
-        k, v = k_cache[rows[0] : rows[0] + 1, :, lo:held], v_cache[rows[0] : rows[0] + 1, :, lo:held]
-        mask = None
+    # one sequence in an unwrapped buffer skips the cells its window has left; a ring of W is all visible
+    lo = max(0, top + 1 - window) if len(rows) == 1 and window and top < cells else 0
+    if rows == list(range(rows[0], rows[0] + len(rows))):  # consecutive slots: a view, no copy
+        k, v = k_cache[rows[0] : rows[0] + len(rows), :, lo:held], v_cache[rows[0] : rows[0] + len(rows), :, lo:held]
     else:
-        if rows == list(range(rows[0], rows[0] + len(rows))):  # consecutive slots: a view
-            k, v = k_cache[rows[0] : rows[0] + len(rows), :, :held], v_cache[rows[0] : rows[0] + len(rows), :, :held]
-        else:
-            k, v = k_cache[:, :, :held].index_select(0, slots), v_cache[:, :, :held].index_select(0, slots)
+        k, v = k_cache[:, :, :held].index_select(0, slots), v_cache[:, :, :held].index_select(0, slots)
+    mask = None  # one sequence sees every cell in its view
+    if len(rows) > 1:
         s, n = torch.arange(held, device=pos.device), pos[:, None]
         if top < cells:  # nothing has wrapped: cell s holds position s
             mask = (s <= n) & (s > n - window) if window else s <= n

@@ -18,7 +18,8 @@ import torch
 from local_models.errors import ModelNotFound, WeightsCorrupt
 from local_models.rwkv import weights
 from local_models.rwkv.model import GraphedStep, Rwkv4, State
-from local_models.rwkv.tokenizer import HFTokenizer, WorldTokenizer
+from local_models.hf_text import HFTokenizer
+from local_models.rwkv.tokenizer import WorldTokenizer
 from local_models.slots import SlotEngine
 
 TOKENIZER_FILES = ("tokenizer.json", "20B_tokenizer.json")

@@ -13,7 +13,6 @@ import importlib.util
 from pathlib import Path
 
 from local_models.errors import ModelNotFound, WeightsCorrupt
-from local_models.hf_text import HFTokenizer
 
 WORLD_VOCAB = "rwkv_vocab_v20230424.txt"
 
@@ -75,6 +74,3 @@ class WorldTokenizer:
 
     def is_eog(self, token: int) -> bool:
         return token == self.eos
-
-
-__all__ = ["HFTokenizer", "WorldTokenizer", "world_vocab_path"]

@@ -213,6 +213,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(c, i) for i in range(c.n_layers))
         self.norm = RMSNorm(c.dim, c.norm_eps)
         self.head = Dense(c.dim, c.vocab_size)  # holds the embedding's transpose when tied
+        self.ropes = [c.rope_of(i) for i in range(c.n_layers)]  # (base, scaling) of each layer
         self._freqs: dict = {}  # RoPE frequencies per (base, scaling, device): made once, outside any graph capture
 
     @property
@@ -249,7 +250,7 @@ class Transformer(nn.Module):
         given as tensors only (no lists) runs without reading a value back to the host."""
         c = self.config
         tables = {}
-        for rope_of in {c.rope_of(i) for i in range(c.n_layers)}:
+        for rope_of in set(self.ropes):
             key = (*rope_of, batch.pos.device)
             if key not in self._freqs:
                 freq, scale = frequencies(c.head_dim, *rope_of)
@@ -259,8 +260,8 @@ class Transformer(nn.Module):
         if c.embed_scale != 1.0:
             x = x * torch.tensor(c.embed_scale, dtype=x.dtype)  # HF rounds the scale to the weights' type
         shared: dict = {}
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache, batch, tables[c.rope_of(i)], shared)
+        for block, rope_of in zip(self.blocks, self.ropes):
+            x = block(x, cache, batch, tables[rope_of], shared)
         if not all_logits:
             x = x[:, -1]
         logits = self.head(self.norm(x)).float()
