@@ -260,10 +260,21 @@ def ui(
     url = f"http://{host}:{port}"
     err.print(f"Conclave UI on {url} (Ctrl-C stops it)")
     if not os.environ.get("CONCLAVE_UI_ONCE"):
+        import signal
+
+        proc = subprocess.Popen(cmd)
+        # stopped by a signal (a service manager, a test), take Streamlit down too: it would outlive us
+        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         try:
-            raise typer.Exit(subprocess.call(cmd))
+            raise typer.Exit(proc.wait())
         except KeyboardInterrupt:
+            proc.terminate()
             raise typer.Exit(130) from None
+        finally:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         if not ui_came_up(url, proc, 120):
