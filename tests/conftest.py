@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from local_models import catalog
+from conclave.local_models import catalog
+
+pytest_plugins = ["pytester", "tests.report_guard"]
 
 # Tests never touch the user's data dir or config.
 os.environ.pop("CONCLAVE_CONFIG", None)
@@ -40,7 +42,7 @@ def smollm2_path(model_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def engine(smollm2_path):
-    from local_models.llamacpp import LlamaCppEngine
+    from conclave.local_models.llamacpp import LlamaCppEngine
 
     return LlamaCppEngine(smollm2_path, name=catalog.DEFAULT_MODEL, n_ctx=2048)
 
