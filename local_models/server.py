@@ -23,12 +23,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from local_models.batching import Job, Overloaded, PromptLogprobs, Scheduler
-from local_models.errors import ContextOverflow
-from local_models.generate import MAX_TOP_LOGPROBS, Chunk, GenParams, TokenLogprob
+from conclave.local_models.batching import Job, Overloaded, PromptLogprobs, Scheduler
+from conclave.local_models.errors import ContextOverflow
+from conclave.local_models.generate import MAX_TOP_LOGPROBS, Chunk, GenParams, TokenLogprob
 
 log = logging.getLogger("conclave.server")
 MAX_BODY = 8 * 1024 * 1024
+MAX_HEADERS = 32 * 1024  # all header lines together; nginx's default limit, and twice Node's
 MAX_CHOICES = 8
 
 
@@ -157,6 +158,9 @@ def create_app(served: Served) -> FastAPI:
 
     @app.middleware("http")
     async def _guard(request: Request, call_next):
+        size = sum(len(k) + len(v) for k, v in request.headers.raw)
+        if size > MAX_HEADERS:  # httptools, uvicorn's parser, has no limit of its own
+            return JSONResponse(error_body(f"request headers over {MAX_HEADERS} bytes", "invalid_request_error"), status_code=431)
         if request.url.path.startswith("/v1/"):
             key = served.api_key
             if key is not None:

@@ -8,8 +8,8 @@ import httpx
 import openai
 import pytest
 
-from agents.backends.local import LocalLLM
-from agents.backends.openai_api import OpenAILLM
+from conclave.agents.backends.local import LocalLLM
+from conclave.agents.backends.openai_api import OpenAILLM
 from tests.server_proc import running_server
 
 MODEL = "smollm2-135m-instruct"
@@ -161,7 +161,7 @@ def test_autogen_two_agent_chat_through_the_server(server):
 def test_the_figure_team_runs_against_the_server_as_a_remote_endpoint(server, tmp_path):
     """The team on the openai backend (the official client) against a real endpoint: our
     server. Model calls cross HTTP; the figure code still runs only in the local sandbox."""
-    from agents.figure import FigureConfig, run
+    from conclave.agents.figure import FigureConfig, run
 
     (tmp_path / "d.csv").write_text("x,y\n" + "".join(f"{i},{i * i}\n" for i in range(10)))
     remote = OpenAILLM(MODEL, base_url=f"{server}/v1", timeout=300, max_retries=0)
@@ -178,10 +178,10 @@ def test_the_figure_team_runs_against_the_server_as_a_remote_endpoint(server, tm
 def test_the_legal_audit_audits_the_server_as_an_endpoint_system(server, tmp_path):
     """The audit's third system type: any OpenAI-compatible endpoint, asked the bare question
     over HTTP through the official client, with its answers graded like any other's."""
-    from agents.legal_audit import AuditConfig, SystemSpec
-    from app.legal_audit import execute
-    from app.settings import load_settings
-    from app.store import RunStore
+    from conclave.agents.legal_audit import AuditConfig, SystemSpec
+    from conclave.app.legal_audit import execute
+    from conclave.app.settings import load_settings
+    from conclave.app.store import RunStore
 
     settings = load_settings(data_dir=tmp_path)
     store = RunStore(settings.db_path)
@@ -260,6 +260,13 @@ def test_oversized_body_is_refused(server):
     assert r.status_code == 413 and "error" in r.json()
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/health"])
+def test_oversized_headers_are_431(server, path):
+    r = httpx.post(f"{server}{path}", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+                   headers={"X-Padding": "x" * 1024 * 1024}, timeout=60)
+    assert r.status_code == 431 and r.json()["error"]["type"] == "invalid_request_error"
+
+
 def test_the_server_survives_all_of_that(client):
     assert client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=3, temperature=0).usage.completion_tokens == 3
 
@@ -290,6 +297,6 @@ def test_binding_beyond_loopback_needs_a_key(model_dir):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
+    r = subprocess.run([sys.executable, "-m", "conclave.app.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
                        capture_output=True, text=True, env={"CONCLAVE_DATA_DIR": str(model_dir), "PATH": ""}, timeout=60)
     assert r.returncode == 1 and "--api-key" in r.stderr
