@@ -2,12 +2,14 @@
 
 import pytest
 
-from agents.backends import open_llm
-from agents.backends.local import LocalLLM
-from agents.backends.openai_api import OpenAILLM
-from local_models import native
-from local_models.errors import BackendUnavailable, ModelNotFound
-from local_models.llamacpp import LlamaCppEngine
+from conclave.agents.backends import open_llm
+from conclave.agents.backends.local import LocalLLM
+from conclave.agents.backends.openai_api import OpenAILLM
+import conclave.local_models.rwkv  # noqa: F401  (registered before a test empties the registry)
+import conclave.local_models.transformer  # noqa: F401
+from conclave.local_models import native
+from conclave.local_models.errors import BackendUnavailable, ModelNotFound
+from conclave.local_models.llamacpp import LlamaCppEngine
 
 
 def test_openai_prefix_opens_the_openai_backend(tmp_path):

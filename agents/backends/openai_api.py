@@ -9,13 +9,14 @@ message, a log line or the call log.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import weakref
 from typing import AsyncIterator, Iterator
 
-import httpx
 import openai
 
-from agents.llm import (
+from conclave.agents.llm import (
     LLM,
     Chunk,
     Completion,
@@ -30,6 +31,17 @@ from agents.llm import (
     Usage,
     Vocab,
 )
+
+
+def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """The timeout and transport errors of the SDK's HTTP library. Requests raise the SDK's
+    own types, but a stream that breaks mid-way lets the library's error out unwrapped in
+    openai 1.x (httpx), and 3.x is built on httpx2; whichever is installed is caught."""
+    libs = [importlib.import_module(n) for n in ("httpx", "httpx2") if importlib.util.find_spec(n)]
+    return tuple(lib.TimeoutException for lib in libs), tuple(lib.TransportError for lib in libs)
+
+
+_TIMEOUTS, _TRANSPORT = _transport_errors()
 
 
 class OpenAILLM(LLM):
@@ -47,7 +59,8 @@ class OpenAILLM(LLM):
         self._options = dict(
             base_url=self.base_url,
             api_key=self._key,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            # the SDK's own Timeout: openai 1.x re-exports httpx's, 3.x httpx2's, and each refuses the other's
+            timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)),
             max_retries=max_retries,
         )
         self._client = openai.OpenAI(**self._options)
@@ -94,9 +107,9 @@ class OpenAILLM(LLM):
 
     def _error(self, e: Exception) -> Exception:
         tries = f"after {self.max_retries + 1} attempts"
-        if isinstance(e, (openai.APITimeoutError, httpx.TimeoutException)):
+        if isinstance(e, (openai.APITimeoutError, *_TIMEOUTS)):
             return EndpointTimeout(f"{self.base_url} did not answer within {self.timeout:g}s {tries}")
-        if isinstance(e, (openai.APIConnectionError, httpx.TransportError)):
+        if isinstance(e, (openai.APIConnectionError, *_TRANSPORT)):
             cause = e.__cause__ or e
             return EndpointUnreachable(
                 f"cannot reach {self.base_url} ({self._clean(str(cause)) or type(cause).__name__}) {tries}. "
