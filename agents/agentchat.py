@@ -15,7 +15,7 @@ from autogen_core import CancellationToken
 from autogen_core.models import (AssistantMessage, ChatCompletionClient, CreateResult, FunctionExecutionResultMessage,
                                  LLMMessage, ModelFamily, ModelInfo, RequestUsage, SystemMessage, UserMessage)
 
-from agents.llm import LLM, Completion, LLMError, UnsupportedFeature, Usage
+from conclave.agents.llm import LLM, Completion, LLMError, UnsupportedFeature, Usage
 
 _FINISH = {"stop": "stop", "length": "length"}
 

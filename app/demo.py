@@ -7,8 +7,8 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-import prompts
-from app.store import RunStore
+from conclave.prompts import loader as prompts
+from conclave.app.store import RunStore
 
 QUESTION = "What is a multi-agent LLM workflow, and why would a critic agent help a coder agent?"
 REVIEWS = [
@@ -53,7 +53,7 @@ def run_demo(settings, store: RunStore, *, model=None, backend=None, console: Co
             table.add_row(review, label, f"{pos.logprob:.2f}", f"{neg.logprob:.2f}")
         console.print(table)
 
-        from app.cli import calls_table
+        from conclave.app.cli import calls_table
 
         console.rule("[bold]4. Every call, from the call log[/]")
         rows = list(reversed(store.calls(run_id=run_id)))

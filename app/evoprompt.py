@@ -9,10 +9,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agents.evoprompt import RECIPES, EvoConfig, EvoError, EvoResult, Task, from_file, recipe, run
-from agents.memo import Memo
-from app.runs import present
-from app.store import RunStore
+from conclave.agents.evoprompt import RECIPES, EvoConfig, EvoError, EvoResult, Task, from_file, recipe, run
+from conclave.agents.memo import Memo
+from conclave.app.runs import present
+from conclave.app.store import RunStore
 
 
 def parse_verbalizer(text: str | None) -> dict[str, str] | None:

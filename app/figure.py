@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
 
-from agents.figure import FigureConfig, FigureResult, run
-from agents.figure.data import describe
-from app.store import RunStore
+from conclave.agents.figure import FigureConfig, FigureResult, run
+from conclave.agents.figure.data import describe
+from conclave.app.store import RunStore
 
 
 def execute(settings, store: RunStore, config: FigureConfig, *, coder: str | None = None, critic: str | None = None,

@@ -9,9 +9,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.markdown import Markdown
 
-from agents.flare import FlareConfig, FlareResult, run
-from app.store import RunStore
-from retrieval.index import open_index
+from conclave.agents.flare import FlareConfig, FlareResult, run
+from conclave.app.store import RunStore
+from conclave.retrieval.index import open_index
 
 
 def execute(settings, store: RunStore, config: FlareConfig, question: str, index: str, *, search: str = "hybrid",

@@ -32,7 +32,7 @@ from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from app.workflows import WORKFLOWS, WorkflowError, prepare, read_config
+from conclave.app.workflows import WORKFLOWS, WorkflowError, prepare, read_config
 
 DIED = "the process running it stopped before the run ended (killed, or it crashed)"
 _EVERY = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -178,7 +178,7 @@ def fire(name: str, data_dir: str, spec: dict) -> int:
     env = {**os.environ, "CONCLAVE_DATA_DIR": data_dir}
     started = time.time()
     print(f"{time.strftime('%H:%M:%S')} job {name}: starting", flush=True)
-    done = subprocess.run([sys.executable, "-m", "app.cli", "jobs", "run", name], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "conclave.app.cli", "jobs", "run", name], env=env, capture_output=True, text=True)
     tail = (done.stderr or done.stdout).strip().splitlines()[-1:] if done.returncode else []
     print(f"{time.strftime('%H:%M:%S')} job {name}: {'ok' if done.returncode == 0 else 'failed'} in "
           f"{time.time() - started:.0f} s{': ' + tail[0] if tail else ''}", flush=True)

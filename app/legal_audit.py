@@ -11,15 +11,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agents.legal_audit import AuditConfig, AuditError, AuditResult, Grader, generate, load_queries
-from agents.legal_audit.audit import run, select
-from agents.legal_audit.queries import SAMPLE, check_cases
-from agents.legal_audit.systems import ClosedBook, Endpoint, Rag
-from app.runs import present
-from app.store import RunStore
-from retrieval.caselaw import CASES_FILE, constitution, load_cases, records
-from retrieval.index import open_index
-from retrieval.ingest import files, read
+from conclave.agents.legal_audit import AuditConfig, AuditError, AuditResult, Grader, generate, load_queries
+from conclave.agents.legal_audit.audit import run, select
+from conclave.agents.legal_audit.queries import SAMPLE, check_cases
+from conclave.agents.legal_audit.systems import ClosedBook, Endpoint, Rag
+from conclave.app.runs import present
+from conclave.app.store import RunStore
+from conclave.retrieval.caselaw import CASES_FILE, constitution, load_cases, records
+from conclave.retrieval.index import open_index
+from conclave.retrieval.ingest import files, read
 
 
 def prepare(config: AuditConfig):
@@ -77,7 +77,7 @@ def execute(settings, store: RunStore, config: AuditConfig | None, *, resume: st
                 model = s.model or settings.model
                 described[s.name] = {"kind": s.kind, "model": model}
                 if s.kind == "endpoint":
-                    from agents.backends import open_llm
+                    from conclave.agents.backends import open_llm
 
                     key = os.environ.get(s.api_key_env) if s.api_key_env else None
                     llm = open_llm(model, backend="openai", data_dir=settings.data_dir, base_url=s.base_url,

@@ -8,10 +8,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agents.losslab import LossLabConfig, LossLabError, LossLabResult, run
-from agents.memo import Memo
-from app.runs import present
-from app.store import RunStore
+from conclave.agents.losslab import LossLabConfig, LossLabError, LossLabResult, run
+from conclave.agents.memo import Memo
+from conclave.app.runs import present
+from conclave.app.store import RunStore
 
 
 def execute(settings, store: RunStore, config: LossLabConfig | None, *, model: str | None = None,

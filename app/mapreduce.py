@@ -10,8 +10,8 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agents.mapreduce import Cache, MapReduceConfig, MapReduceResult, RayExecutor, read_documents, run
-from app.store import RunStore
+from conclave.agents.mapreduce import Cache, MapReduceConfig, MapReduceResult, RayExecutor, read_documents, run
+from conclave.app.store import RunStore
 
 
 def execute(settings, store: RunStore, config: MapReduceConfig, files: list[Path], *, model=None, backend=None,

@@ -11,9 +11,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agents.modellab import RECIPES, Lab, LabError, LabResult
-from app.runs import present
-from app.store import RunStore
+from conclave.agents.modellab import RECIPES, Lab, LabError, LabResult
+from conclave.app.runs import present
+from conclave.app.store import RunStore
 
 
 def execute(settings, store: RunStore, recipe: str, config, *, resume: str | None = None,

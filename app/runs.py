@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 
-from agents.evoprompt import EvoResult
-from agents.figure import FigureResult
-from agents.flare.trace import FlareResult
-from agents.legal_audit import AuditResult
-from agents.losslab import LossLabResult
-from agents.mapreduce import MapReduceResult
-from agents.modellab import RECIPES as LAB_RECIPES
-from agents.modellab import LabResult
-from app.store import Run
+from conclave.agents.evoprompt import EvoResult
+from conclave.agents.figure import FigureResult
+from conclave.agents.flare.trace import FlareResult
+from conclave.agents.legal_audit import AuditResult
+from conclave.agents.losslab import LossLabResult
+from conclave.agents.mapreduce import MapReduceResult
+from conclave.agents.modellab import RECIPES as LAB_RECIPES
+from conclave.agents.modellab import LabResult
+from conclave.app.store import Run
 
 RESULTS = {"evoprompt": EvoResult, "mapreduce": MapReduceResult, "flare": FlareResult, "losslab": LossLabResult,
            "figure": FigureResult, "legal_audit": AuditResult} | {name: LabResult for name in LAB_RECIPES}

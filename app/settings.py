@@ -16,8 +16,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from local_models.catalog import DEFAULT_MODEL
-from local_models.errors import ConclaveError
+from conclave.local_models.catalog import DEFAULT_MODEL
+from conclave.local_models.errors import ConclaveError
 
 
 class SettingsError(ConclaveError):
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         rebuilds the model with. It carries the API key, if one is set."""
         from functools import partial
 
-        from agents.backends import open_llm
+        from conclave.agents.backends import open_llm
 
         return partial(
             open_llm,

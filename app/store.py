@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from agents.llm import CallRecord
-from retrieval.hits import RetrievalRecord
+from conclave.agents.llm import CallRecord
+from conclave.retrieval.hits import RetrievalRecord
 
 SCHEMA = [
     # version 1

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
-from local_models.errors import ConclaveError
+from conclave.local_models.errors import ConclaveError
 
 
 class WorkflowError(ConclaveError):
@@ -100,8 +100,8 @@ LEGAL_AUDIT_OWN: set[str] = set()  # the systems and the judge carry their own m
 def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
     """Check ``cfg`` for ``workflow`` (errors name the bad keys) and bind it to a run."""
     if workflow == "evoprompt":
-        from agents.evoprompt import EvoConfig
-        from app import evoprompt
+        from conclave.agents.evoprompt import EvoConfig
+        from conclave.app import evoprompt
 
         config, own = _split(workflow, cfg, EvoConfig, EVOPROMPT_OWN)
         _need(workflow, own, "task")
@@ -113,8 +113,8 @@ def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
                             settings, store, None if resume else config, None if resume else spec, resume=resume,
                             on_event=on_event), resumable=True)
     if workflow == "mapreduce":
-        from agents.mapreduce import MapReduceConfig
-        from app import mapreduce
+        from conclave.agents.mapreduce import MapReduceConfig
+        from conclave.app import mapreduce
 
         config, own = _split(workflow, cfg, MapReduceConfig, MAPREDUCE_OWN)
         _need(workflow, own, "files")
@@ -125,8 +125,8 @@ def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
                         lambda resume=None, on_event=None: mapreduce.execute(settings, store, config, files, **kw,
                                                                              on_event=on_event))
     if workflow == "flare":
-        from agents.flare import FlareConfig
-        from app import flare
+        from conclave.agents.flare import FlareConfig
+        from conclave.app import flare
 
         config, own = _split(workflow, cfg, FlareConfig, FLARE_OWN)
         _need(workflow, own, "question", "index")
@@ -136,8 +136,8 @@ def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
                         lambda resume=None, on_event=None: flare.execute(settings, store, config, own["question"],
                                                                          own["index"], **kw, on_event=on_event))
     if workflow == "losslab":
-        from agents.losslab import LossLabConfig
-        from app import losslab
+        from conclave.agents.losslab import LossLabConfig
+        from conclave.app import losslab
 
         config, own = _split(workflow, cfg, LossLabConfig, LOSSLAB_OWN)
         kw = {"model": own.get("model"), "backend": own.get("backend")}
@@ -147,9 +147,9 @@ def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
                             settings, store, None if resume else config, resume=resume, **kw, on_event=on_event),
                         resumable=True)
     if workflow == "figure":
-        from agents.figure import FigureConfig
-        from agents.figure.data import describe
-        from app import figure
+        from conclave.agents.figure import FigureConfig
+        from conclave.agents.figure.data import describe
+        from conclave.app import figure
 
         config, own = _split(workflow, cfg, FigureConfig, FIGURE_OWN)
         if config.data is not None:
@@ -159,8 +159,8 @@ def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
                         lambda resume=None, on_event=None: figure.execute(settings, store, config, **kw,
                                                                           on_event=on_event))
     if workflow == "legal_audit":
-        from agents.legal_audit import AuditConfig
-        from app import legal_audit
+        from conclave.agents.legal_audit import AuditConfig
+        from conclave.app import legal_audit
 
         config, _ = _split(workflow, cfg, AuditConfig, LEGAL_AUDIT_OWN)
         legal_audit.prepare(config)  # bad corpus or query files fail now, not when the job fires
@@ -169,10 +169,10 @@ def prepare(settings, store, workflow: str, cfg: dict) -> Prepared:
                         lambda resume=None, on_event=None: legal_audit.execute(
                             settings, store, None if resume else config, resume=resume, on_event=on_event),
                         resumable=True)
-    from agents.modellab import RECIPES
+    from conclave.agents.modellab import RECIPES
 
     if workflow in RECIPES:
-        from app import modellab
+        from conclave.app import modellab
 
         config, _ = _split(workflow, cfg, RECIPES[workflow].config, set())
         return Prepared(workflow, lambda resume=None, **io: modellab.run_recipe(

@@ -25,9 +25,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agents.evoprompt import EvoConfig, recipe, run
-from agents.memo import Memo
-from app.settings import load_settings
+from conclave.agents.evoprompt import EvoConfig, recipe, run
+from conclave.agents.memo import Memo
+from conclave.app.settings import load_settings
 
 
 def main() -> None:

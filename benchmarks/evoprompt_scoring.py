@@ -20,9 +20,9 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-import prompts
-from agents.evoprompt import EvoConfig, Fitness, recipe
-from app.settings import load_settings
+from conclave.prompts import loader as prompts
+from conclave.agents.evoprompt import EvoConfig, Fitness, recipe
+from conclave.app.settings import load_settings
 
 
 def main() -> None:

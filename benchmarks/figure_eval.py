@@ -21,9 +21,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from agents.figure import FigureConfig, run
-from agents.figure.checklist import ITEMS
-from app.settings import load_settings
+from conclave.agents.figure import FigureConfig, run
+from conclave.agents.figure.checklist import ITEMS
+from conclave.app.settings import load_settings
 
 
 def datasets(root: Path) -> dict[str, Path]:

@@ -27,13 +27,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agents.flare import FlareConfig, run
-from agents.flare.multihop import build
-from app.settings import load_settings
-from retrieval.hits import Hit
-from retrieval.index import Index, chroma_client
-from retrieval.ingest import Record
-from retrieval.lexical import BM25, words
+from conclave.agents.flare import FlareConfig, run
+from conclave.agents.flare.multihop import build
+from conclave.app.settings import load_settings
+from conclave.retrieval.hits import Hit
+from conclave.retrieval.index import Index, chroma_client
+from conclave.retrieval.ingest import Record
+from conclave.retrieval.lexical import BM25, words
 
 METHODS = {
     "none": dict(method="none"),

@@ -29,13 +29,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agents.flare import FlareConfig, run
-from app.settings import load_settings
+from conclave.agents.flare import FlareConfig, run
+from conclave.app.settings import load_settings
 from flare_eval import METHODS, contains
-from retrieval import corpora
-from retrieval.hits import Hit
-from retrieval.index import open_index
-from retrieval.lexical import BM25
+from conclave.retrieval import corpora
+from conclave.retrieval.hits import Hit
+from conclave.retrieval.index import open_index
+from conclave.retrieval.lexical import BM25
 
 
 def leaves(answer) -> list[str]:

@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from sklearn.metrics import cohen_kappa_score  # noqa: E402
 
-from agents.legal_audit import Grader, load_queries  # noqa: E402
-from agents.legal_audit.queries import SAMPLE  # noqa: E402
-from retrieval.caselaw import load_cases  # noqa: E402
-from retrieval.citations import Citator, extract  # noqa: E402
+from conclave.agents.legal_audit import Grader, load_queries  # noqa: E402
+from conclave.agents.legal_audit.queries import SAMPLE  # noqa: E402
+from conclave.retrieval.caselaw import load_cases  # noqa: E402
+from conclave.retrieval.citations import Citator, extract  # noqa: E402
 
 LABELS = ROOT / "benchmarks" / "data" / "legal_labels_dev.jsonl"
 HUMAN_KAPPA = 0.77
@@ -121,10 +121,10 @@ def free_port():
 
 
 def audit(args):
-    from agents.legal_audit import AuditConfig, SystemSpec
-    from app.legal_audit import execute
-    from app.settings import load_settings
-    from app.store import RunStore
+    from conclave.agents.legal_audit import AuditConfig, SystemSpec
+    from conclave.app.legal_audit import execute
+    from conclave.app.settings import load_settings
+    from conclave.app.store import RunStore
 
     settings = load_settings()
     port = free_port()
@@ -174,7 +174,7 @@ def regrade(path: Path, cases, queries, args):
     grader change is measured on the same answers without asking the models again."""
     from dataclasses import replace
 
-    from agents.legal_audit import AuditResult
+    from conclave.agents.legal_audit import AuditResult
 
     old = AuditResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
     grader = Grader(cases)
@@ -215,7 +215,7 @@ def main():
     if not args.skip_kappa:
         rows = [("rules + lexical overlap, lexical support", *kappa(cases, queries))]
         if args.judge:
-            from app.settings import load_settings
+            from conclave.app.settings import load_settings
 
             llm = load_settings().open_llm(args.judge)
             rows.append((f"rules + {args.judge} judge, lexical support", *kappa(cases, queries, llm)))

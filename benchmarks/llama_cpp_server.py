@@ -42,7 +42,7 @@ def _one_model_thread() -> None:
 def main(argv: list[str] | None = None) -> None:
     import llama_cpp.llama_cpp as lib  # the module llama_cpp.llama.Llama calls into
 
-    from local_models.llamacpp import without_amx_buffers
+    from conclave.local_models.llamacpp import without_amx_buffers
 
     original = lib.llama_model_default_params
     lib.llama_model_default_params = lambda: without_amx_buffers(original())

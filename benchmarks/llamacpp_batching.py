@@ -18,9 +18,9 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from app.settings import load_settings
-from local_models import catalog
-from local_models.llamacpp import LlamaCppEngine
+from conclave.app.settings import load_settings
+from conclave.local_models import catalog
+from conclave.local_models.llamacpp import LlamaCppEngine
 
 
 def unified(engine: LlamaCppEngine, n_ctx: int, n_seqs: int, threads: int) -> None:

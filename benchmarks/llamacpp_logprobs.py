@@ -18,10 +18,10 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from agents.backends.local import LocalLLM
-from app.settings import load_settings
-from local_models import catalog
-from local_models.llamacpp import LlamaCppEngine, stock_llama
+from conclave.agents.backends.local import LocalLLM
+from conclave.app.settings import load_settings
+from conclave.local_models import catalog
+from conclave.local_models.llamacpp import LlamaCppEngine, stock_llama
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 

@@ -30,10 +30,10 @@ from rich.markup import escape
 from rich.table import Table
 from scipy.stats import kendalltau, rankdata
 
-from agents.losslab import BUILTIN, LossLabConfig, SyntheticConfig, run
-from agents.losslab.synthetic import headroom, reward_at_kl, train
-from agents.memo import Memo
-from app.settings import load_settings
+from conclave.agents.losslab import BUILTIN, LossLabConfig, SyntheticConfig, run
+from conclave.agents.losslab.synthetic import headroom, reward_at_kl, train
+from conclave.agents.memo import Memo
+from conclave.app.settings import load_settings
 
 
 def ranking(console: Console, c: SyntheticConfig) -> dict:
@@ -101,8 +101,8 @@ def discovery(console: Console, settings, proposer: str, n: int, c: SyntheticCon
 
 
 def lm_frontier(console: Console, settings, betas: list[float], c, plot: Path | None) -> dict:
-    from agents.losslab.fitness import weights
-    from agents.losslab.lm import Experiment
+    from conclave.agents.losslab.fitness import weights
+    from conclave.agents.losslab.lm import Experiment
 
     path = weights(LossLabConfig(fitness="lm", lm=c), settings.data_dir)
     t0 = time.perf_counter()
@@ -169,7 +169,7 @@ def main() -> None:
                                                                                                beta=args.beta),
                                               args.timeout)
     if args.lm_betas:
-        from agents.losslab.config import LMConfig
+        from conclave.agents.losslab.config import LMConfig
 
         betas = [float(b) for b in args.lm_betas.split(",")]
         out["lm"] = lm_frontier(console, settings, betas, LMConfig(steps=args.lm_steps, prompts=args.lm_prompts),

@@ -36,11 +36,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-import prompts
-from agents.mapreduce import Cache, MapReduceConfig, run
-from agents.mapreduce.split import truncate
-from app.settings import load_settings
-from retrieval.ingest import Record
+from conclave.prompts import loader as prompts
+from conclave.agents.mapreduce import Cache, MapReduceConfig, run
+from conclave.agents.mapreduce.split import truncate
+from conclave.app.settings import load_settings
+from conclave.retrieval.ingest import Record
 
 QUESTION = "List every numbered fact in the text (the lines that start with 'Fact'), each with its four-digit code."
 THINGS = ["gate code", "locker number", "radio channel", "vault combination", "room number", "badge number",
@@ -52,8 +52,7 @@ JARGON = Path("/usr/share/jargon-text")
 
 def base_text(name: str) -> str:
     if name == "hamlet":
-        from retrieval import corpora
-
+        from conclave.retrieval import corpora
         return corpora.data_file("hamlet").read_text(encoding="utf-8")  # names the install command if missing
     if not JARGON.is_dir():
         raise SystemExit(f"{JARGON} is not here: apt-get install jargon-text (or use --text hamlet)")

@@ -40,14 +40,14 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-import prompts
-from agents.backends.openai_api import OpenAILLM
-from agents.mapreduce import MapReduceConfig, run
-from app.settings import load_settings
-from local_models import catalog
-from local_models.llamacpp import LlamaCppVocab
+from conclave.prompts import loader as prompts
+from conclave.agents.backends.openai_api import OpenAILLM
+from conclave.agents.mapreduce import MapReduceConfig, run
+from conclave.app.settings import load_settings
+from conclave.local_models import catalog
+from conclave.local_models.llamacpp import LlamaCppVocab
 from mapreduce_facts import base_text, long_text  # noqa: E402 (a sibling script)
-from retrieval.ingest import Record
+from conclave.retrieval.ingest import Record
 from server_throughput import Server, free_port  # noqa: E402 (a sibling script)
 
 
@@ -56,7 +56,7 @@ def serve(label: str, model: str, slots: int, n_ctx: int, threads: int | None, l
     env = {**os.environ, "CONCLAVE_N_CTX": str(n_ctx)}
     if threads:
         env["CONCLAVE_N_THREADS"] = str(threads)
-    server = Server(label, [sys.executable, "-m", "app.cli", "serve", "--model", model, "--port", str(port),
+    server = Server(label, [sys.executable, "-m", "conclave.app.cli", "serve", "--model", model, "--port", str(port),
                             "--slots", str(slots), "--max-queue", "256"], env, "/health", port, log_dir)
     server.start(timeout=180)
     httpx.post(f"{server.base_url}/v1/chat/completions", timeout=300,

@@ -21,11 +21,11 @@ import torch
 from rich.console import Console
 from rich.markdown import Markdown
 
-from agents.modellab import RECIPES
-from app.modellab import execute
-from app.settings import load_settings
-from app.store import RunStore
-from app.workflows import read_config
+from conclave.agents.modellab import RECIPES
+from conclave.app.modellab import execute
+from conclave.app.settings import load_settings
+from conclave.app.store import RunStore
+from conclave.app.workflows import read_config
 
 
 def machine() -> str:

@@ -25,11 +25,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from retrieval import corpora
-from retrieval.embed import MiniLM
-from retrieval.index import Index, chroma_client
-from retrieval.ingest import Splitter
-from retrieval.lexical import BM25, words
+from conclave.retrieval import corpora
+from conclave.retrieval.embed import MiniLM
+from conclave.retrieval.index import Index, chroma_client
+from conclave.retrieval.ingest import Splitter
+from conclave.retrieval.lexical import BM25, words
 
 
 def pct(xs: list[float], q: float) -> float:

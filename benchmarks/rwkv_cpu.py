@@ -21,8 +21,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from local_models.rwkv import weights
-from local_models.rwkv.random_weights import save_checkpoint
+from conclave.local_models.rwkv import weights
+from conclave.local_models.rwkv.random_weights import save_checkpoint
 
 
 def best(fn, rounds: int) -> float:

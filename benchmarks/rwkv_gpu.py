@@ -33,9 +33,9 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from gpu_timing import copy_bandwidth, device, parser, rel, timed  # noqa: E402
-from kernels.wkv4 import choose, wkv4, wkv4_naive  # noqa: E402
-from local_models.rwkv.model import GraphedStep, RwkvConfig  # noqa: E402
-from local_models.rwkv.random_weights import random_model, save_checkpoint  # noqa: E402
+from conclave.kernels.wkv4 import choose, wkv4, wkv4_naive  # noqa: E402
+from conclave.local_models.rwkv.model import GraphedStep, RwkvConfig  # noqa: E402
+from conclave.local_models.rwkv.random_weights import random_model, save_checkpoint  # noqa: E402
 
 SHAPES = [(8, 1024, 4096, 0.237), (1, 8192, 4096, 1.32), (64, 128, 2560, 0.114)]
 SMOKE_SHAPES = [(2, 16, 32, None), (1, 40, 16, None)]

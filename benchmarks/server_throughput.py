@@ -56,8 +56,8 @@ from openai import AsyncOpenAI
 from rich.console import Console
 from rich.table import Table
 
-from app.settings import load_settings
-from local_models import catalog
+from conclave.app.settings import load_settings
+from conclave.local_models import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHOR = "llama_cpp.server"
@@ -354,7 +354,7 @@ def main():
 
     def our_server(slots: int) -> Server:
         port = free_port()
-        cmd = [sys.executable, "-m", "app.cli", "serve", "--model", args.model or settings.model, "--port", str(port),
+        cmd = [sys.executable, "-m", "conclave.app.cli", "serve", "--model", args.model or settings.model, "--port", str(port),
                "--slots", str(slots), "--max-queue", "256"]
         return Server(f"{OURS} slots={slots}", cmd, env, "/health", port, log_dir)
 

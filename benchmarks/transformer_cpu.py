@@ -19,10 +19,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from app.settings import load_settings
-from local_models import catalog, torch_lm
-from local_models.llamacpp import LlamaCppEngine
-from local_models.transformer.engine import load
+from conclave.app.settings import load_settings
+from conclave.local_models import catalog, torch_lm
+from conclave.local_models.llamacpp import LlamaCppEngine
+from conclave.local_models.transformer.engine import load
 
 PROMPTS = ["The capital of France is", "Once upon a time, in a small village,", "def fibonacci(n):",
            "The three laws of thermodynamics state that", "Water boils at a temperature of",

@@ -33,12 +33,12 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from gpu_timing import copy_bandwidth, device, parser, rel, timed  # noqa: E402
-from kernels.attention import attention_naive, decode_naive  # noqa: E402
-from kernels.attention.decode import attention_decode_split  # noqa: E402
-from kernels.attention.prefill import attention_prefill  # noqa: E402
-from local_models.transformer.config import Config  # noqa: E402
-from local_models.transformer.engine import TransformerEngine  # noqa: E402
-from local_models.transformer.model import Transformer  # noqa: E402
+from conclave.kernels.attention import attention_naive, decode_naive  # noqa: E402
+from conclave.kernels.attention.decode import attention_decode_split  # noqa: E402
+from conclave.kernels.attention.prefill import attention_prefill  # noqa: E402
+from conclave.local_models.transformer.config import Config  # noqa: E402
+from conclave.local_models.transformer.engine import TransformerEngine  # noqa: E402
+from conclave.local_models.transformer.model import Transformer  # noqa: E402
 
 con = Console(width=170)
 # (B, Hq, Hkv, D, T, W) for prefill; (B, Hq, Hkv, D, cache) for decode

@@ -16,13 +16,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from app.settings import load_settings
-from local_models import catalog
-from local_models.llamacpp import LlamaCppEngine
-from local_models.transformer.engine import load
-from retrieval import corpora
-
-
+from conclave.app.settings import load_settings
+from conclave.local_models import catalog
+from conclave.local_models.llamacpp import LlamaCppEngine
+from conclave.local_models.transformer.engine import load
+from conclave.retrieval import corpora
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append")

@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from local_models.errors import ConclaveError
-from local_models.generate import Chunk, Decoder, GenParams, TokenLogprob, check_fits, token_logprob
-from local_models.engine import common_prefix
+from conclave.local_models.errors import ConclaveError
+from conclave.local_models.generate import Chunk, Decoder, GenParams, TokenLogprob, check_fits, token_logprob
+from conclave.local_models.engine import common_prefix
 
 
 class Overloaded(ConclaveError):

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_models.errors import ModelNotFound, ModelNotInstalled, WeightsCorrupt
+from conclave.local_models.errors import ModelNotFound, ModelNotInstalled, WeightsCorrupt
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernels import gemv
+from conclave.kernels import gemv
 
 
 class Dense(nn.Module):

@@ -12,9 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-from local_models.engine import TokenEngine
-from local_models.errors import ContextOverflow
-from local_models.sampling import choose, logsumexp, top_k
+from conclave.local_models.engine import TokenEngine
+from conclave.local_models.errors import ContextOverflow
+from conclave.local_models.sampling import choose, logsumexp, top_k
 
 MAX_TOP_LOGPROBS = 20
 

@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from local_models.errors import ModelNotFound, WeightsCorrupt
+from conclave.local_models.errors import ModelNotFound, WeightsCorrupt
 
 EOG_NAMES = ("<|endoftext|>", "</s>", "<|im_end|>", "<eos>", "<end_of_turn>", "<|eot_id|>", "<|end_of_text|>")
 

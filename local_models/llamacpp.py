@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from local_models.engine import reuse_prefix
-from local_models.errors import ContextOverflow, WeightsCorrupt
+from conclave.local_models.engine import reuse_prefix
+from conclave.local_models.errors import ContextOverflow, WeightsCorrupt
 
 
 def cpu_has_amx() -> bool:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from local_models.engine import reuse_prefix
-from local_models.errors import ContextOverflow
+from conclave.local_models.engine import reuse_prefix
+from conclave.local_models.errors import ContextOverflow
 
 
 class SlotEngine:

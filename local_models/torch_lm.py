@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from local_models.errors import ConclaveError
+from conclave.local_models.errors import ConclaveError
 
 
 class LoadError(ConclaveError):

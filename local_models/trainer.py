@@ -150,7 +150,7 @@ def lm_loss(model, prompts: list[list[int]], conts: list[list[int]],
     """Next-token cross-entropy on the continuation tokens, averaged over those counted:
     ``weights`` (aligned with the continuation positions, as ``torch_lm.batch``'s target
     mask is) can drop or weigh tokens; dropped tokens still serve as context."""
-    from local_models.torch_lm import token_logps
+    from conclave.local_models.torch_lm import token_logps
 
     picked, target, _ = token_logps(model, prompts, conts)
     if weights is not None:

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.hits import RetrievalError
-from retrieval.ingest import Record, table
+from conclave.retrieval.hits import RetrievalError
+from conclave.retrieval.ingest import Record, table
 
 CASES_FILE = "cases.jsonl"
 # GNU miscfiles (Debian ``miscfiles``): the text of the US Constitution, where installed

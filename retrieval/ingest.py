@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from retrieval.hits import RetrievalError
+from conclave.retrieval.hits import RetrievalError
 
 SUFFIXES = {".txt", ".md", ".jsonl", ".pdf"}
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from collections import Counter
 
 import numpy as np
 
-from retrieval.hits import Hit
+from conclave.retrieval.hits import Hit
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 K1, B = 1.5, 0.75  # rank_bm25's defaults

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from agents.llm import LLM, Chunk, Completion, ContinuationScore, Request, TokenLogprob, UnsupportedFeature
+from conclave.agents.llm import LLM, Chunk, Completion, ContinuationScore, Request, TokenLogprob, UnsupportedFeature
 
 # A reply is a string (its words become tokens, each with log-prob -0.1), a list of
 # (token_text, logprob) pairs for workflows that read log-probs, or an exception to raise.

@@ -23,7 +23,7 @@ def running_server(data_dir, *args, env=None, timeout=90):
     port = free_port()
     full_env = {**os.environ, "CONCLAVE_DATA_DIR": str(data_dir), **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), *args],
+        [sys.executable, "-m", "conclave.app.cli", "serve", "--port", str(port), *args],
         env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"

@@ -4,10 +4,10 @@ import threading
 
 import pytest
 
-from local_models.batching import Job, Overloaded, PromptLogprobs, Scheduler
-from local_models.errors import ContextOverflow
-from local_models.generate import GenParams, generate, score
-from local_models.llamacpp import LlamaCppEngine
+from conclave.local_models.batching import Job, Overloaded, PromptLogprobs, Scheduler
+from conclave.local_models.errors import ContextOverflow
+from conclave.local_models.generate import GenParams, generate, score
+from conclave.local_models.llamacpp import LlamaCppEngine
 
 PROMPTS = ["The three primary colors are", "Once upon a time", "def fibonacci(n):", "In 1492,", "My favourite food is", "Water boils at"]
 

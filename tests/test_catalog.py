@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from local_models import catalog
-from local_models.catalog import ModelSpec, Part
-from local_models.errors import ModelNotFound, ModelNotInstalled, WeightsCorrupt
+from conclave.local_models import catalog
+from conclave.local_models.catalog import ModelSpec, Part
+from conclave.local_models.errors import ModelNotFound, ModelNotInstalled, WeightsCorrupt
 
 SMOL = catalog.CATALOG["smollm2-135m-instruct"]
 

@@ -12,7 +12,7 @@ import pytest
 def conclave(*args, env=None, input=None, timeout=120):
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=full_env, input=input, timeout=timeout
+        [sys.executable, "-m", "conclave.app.cli", *args], capture_output=True, text=True, env=full_env, input=input, timeout=timeout
     )
 
 

@@ -7,12 +7,12 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from agents.evoprompt import EvoConfig, EvoError, EvoResult, Example, Fitness, Task, TaskError, from_file, run
-import prompts
-from agents.evoprompt.operators import Scaffold, de_values, parse_prompt, select_parents
-from agents.evoprompt.tasks import split
-from agents.memo import Memo
-from app.store import RunStore
+from conclave.agents.evoprompt import EvoConfig, EvoError, EvoResult, Example, Fitness, Task, TaskError, from_file, run
+from conclave.prompts import loader as prompts
+from conclave.agents.evoprompt.operators import Scaffold, de_values, parse_prompt, select_parents
+from conclave.agents.evoprompt.tasks import split
+from conclave.agents.memo import Memo
+from conclave.app.store import RunStore
 from tests.scripted import ScriptedLLM
 
 GOOD, BAD = "loved it, a delight", "hated it, a bore"
@@ -326,8 +326,8 @@ def test_split_is_deterministic_for_a_seed():
 
 @pytest.mark.model
 def test_ga_end_to_end_on_smollm2(engine):
-    from agents.backends.local import LocalLLM
-    from agents.evoprompt import recipe
+    from conclave.agents.backends.local import LocalLLM
+    from conclave.agents.evoprompt import recipe
 
     llm = LocalLLM(engine, backend="llamacpp", model="smollm2-135m-instruct")
     task = recipe("rotten-tomatoes", dev_size=6, test_size=6, seed=0)
@@ -342,7 +342,7 @@ def test_ga_end_to_end_on_smollm2(engine):
     # the fitness is the label word the model itself finds likelier
     fit = Fitness(task, llm, config)
     ex = task.dev[0]
-    scores = llm.score(__import__("prompts").render("evoprompt_classify", instruction=res.best.prompt, text=ex.text),
+    scores = llm.score(__import__("conclave.prompts.loader", fromlist=["render"]).render("evoprompt_classify", instruction=res.best.prompt, text=ex.text),
                        [" positive", " negative"])
     assert fit.predict(res.best.prompt, [ex.text]) == ["fresh" if scores[0].logprob > scores[1].logprob else "rotten"]
 

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents import sandbox
-from agents.figure import FigureConfig, FigureError, FigureResult, run
-from agents.figure.checklist import ITEMS, check
-from agents.figure.data import describe
-from agents.figure.execute import run_code
-from agents.figure.replies import extract_code, parse_critique
-from agents.llm import EndpointUnreachable, UnsupportedFeature
+from conclave.agents import sandbox
+from conclave.agents.figure import FigureConfig, FigureError, FigureResult, run
+from conclave.agents.figure.checklist import ITEMS, check
+from conclave.agents.figure.data import describe
+from conclave.agents.figure.execute import run_code
+from conclave.agents.figure.replies import extract_code, parse_critique
+from conclave.agents.llm import EndpointUnreachable, UnsupportedFeature
 from tests.scripted import ScriptedLLM
 
 LIMITS = sandbox.Limits(timeout_s=60, output_bytes=200_000)
@@ -84,7 +84,7 @@ def test_a_good_figure_passes_every_check_and_is_described(weather):
 
 
 def test_a_bare_figure_fails_the_checks_it_should(weather):
-    from agents.figure.checklist import describe as text
+    from conclave.agents.figure.checklist import describe as text
 
     r = run_code(BARE, weather, LIMITS)
     checks = check(r.report, ["temperature", "humidity"])
@@ -119,7 +119,7 @@ ax.tick_params(axis='x', labelrotation=60)
     cut = run_code(code.format(fix="", tight=""), None, LIMITS).report
     assert cut["figure"]["axes"][0]["cut_off"] == ["x label", "x tick labels"]
     assert not check(cut, ["population"])["title_and_labels"]
-    from agents.figure.checklist import describe as text
+    from conclave.agents.figure.checklist import describe as text
 
     report = text(cut, [])
     assert "cut off at the edge of the image: x label, x tick labels" in report
@@ -156,7 +156,7 @@ def test_a_crash_comes_back_as_the_codes_own_traceback(weather):
 
 
 def test_code_that_never_saves_is_told_so_and_still_described():
-    from agents.figure.checklist import describe as text
+    from conclave.agents.figure.checklist import describe as text
 
     r = run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.title('x')\nplt.show()\n", None, LIMITS)
     assert r.status == "no_figure" and r.report["figure"]["axes"][0]["title"] == "x"
@@ -237,7 +237,7 @@ def test_the_adapter_carries_messages_usage_and_prompt_refs_to_the_seam():
     from autogen_core.models import AssistantMessage, SystemMessage, UserMessage
     from PIL import Image as PILImage
 
-    from agents.agentchat import SeamClient
+    from conclave.agents.agentchat import SeamClient
 
     records = []
     llm = ScriptedLLM(["one two three", "four five", "six"], sink=records.append)
@@ -267,8 +267,8 @@ def test_the_adapter_carries_messages_usage_and_prompt_refs_to_the_seam():
 
 
 def test_a_text_only_backend_cannot_be_made_a_vision_critic(engine):
-    from agents.agentchat import SeamClient
-    from agents.backends.local import LocalLLM
+    from conclave.agents.agentchat import SeamClient
+    from conclave.agents.backends.local import LocalLLM
 
     with pytest.raises(UnsupportedFeature, match="reads text only"):
         SeamClient(LocalLLM(engine, backend="llamacpp", model="smollm2-135m-instruct"), vision=True)
@@ -362,9 +362,9 @@ def test_the_cli_refuses_a_bad_data_file_before_loading_a_model_or_recording_a_r
     import subprocess
     import sys
 
-    from app.store import RunStore
+    from conclave.app.store import RunStore
 
-    bad = subprocess.run([sys.executable, "-m", "app.cli", "figure", "Plot x", "--data", str(tmp_path / "nope.csv")],
+    bad = subprocess.run([sys.executable, "-m", "conclave.app.cli", "figure", "Plot x", "--data", str(tmp_path / "nope.csv")],
                          env=dict(os.environ), capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "data file" in bad.stderr and "does not exist" in bad.stderr
     assert "loading" not in bad.stderr and "Traceback" not in bad.stderr
@@ -381,11 +381,11 @@ def test_the_cli_runs_the_team_on_smollm2_and_records_every_iteration(with_model
     import subprocess
     import sys
 
-    from app.store import RunStore
+    from conclave.app.store import RunStore
 
     (tmp_path / "fig.toml").write_text(f'request = "Plot temperature and humidity over time"\ndata = "{weather}"\n'
                                        'max_iterations = 2\ncoder_max_tokens = 400\ncritic_max_tokens = 120\n')
-    done = subprocess.run([sys.executable, "-m", "app.cli", "run", "figure", "--config", str(tmp_path / "fig.toml"),
+    done = subprocess.run([sys.executable, "-m", "conclave.app.cli", "run", "figure", "--config", str(tmp_path / "fig.toml"),
                            "--out", str(tmp_path / "r.json")], env=dict(os.environ), capture_output=True, text=True,
                           timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

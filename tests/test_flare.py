@@ -6,11 +6,11 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from agents.backends.local import LocalLLM
-from agents.flare import FlareConfig, FlareError, run
-from agents.flare.flare import parse_search
-from agents.flare.multihop import build
-from retrieval.lexical import BM25
+from conclave.agents.backends.local import LocalLLM
+from conclave.agents.flare import FlareConfig, FlareError, run
+from conclave.agents.flare.flare import parse_search
+from conclave.agents.flare.multihop import build
+from conclave.retrieval.lexical import BM25
 from tests.scripted import ScriptedLLM
 
 QUESTION = "Where was the Zorblat lamp made?"
@@ -331,15 +331,15 @@ def test_cli_answers_from_an_index_and_logs_the_run_its_calls_and_searches(with_
     import subprocess
     import sys
 
-    from app.store import RunStore
-    from retrieval.index import open_index
-    from retrieval.ingest import Record
+    from conclave.app.store import RunStore
+    from conclave.retrieval.index import open_index
+    from conclave.retrieval.ingest import Record
 
     mh = build(0)
     open_index("multihop", with_model).add_records([Record(text, f"{src}/{pid}", meta) for pid, text, src, meta in mh.passages])
     q = next(q for q in mh.questions if q.hops == 2)
     out = tmp_path / "flare.json"
-    done = subprocess.run([sys.executable, "-m", "app.cli", "flare", q.text, "--index", "multihop", "-k", "2",
+    done = subprocess.run([sys.executable, "-m", "conclave.app.cli", "flare", q.text, "--index", "multihop", "-k", "2",
                            "--max-tokens", "32", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "FLARE (direct)" in done.stdout and "Answer:" in done.stdout
@@ -354,14 +354,14 @@ def test_cli_answers_from_an_index_and_logs_the_run_its_calls_and_searches(with_
     assert len(searches) == result["n_retrievals"] and all(s["index_name"] == "multihop" for s in searches)
     assert all(s["mode"] == "hybrid" and s["similarities"] and s["error"] is None for s in searches)
 
-    missing = subprocess.run([sys.executable, "-m", "app.cli", "flare", "x?", "--index", "nope"],
+    missing = subprocess.run([sys.executable, "-m", "conclave.app.cli", "flare", "x?", "--index", "nope"],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 1 and "no index named 'nope'" in missing.stderr and "Traceback" not in missing.stderr
 
     # the same question from a config file, as `conclave run` and batch jobs run it
     (tmp_path / "flare.toml").write_text(f"question = {json.dumps(q.text)}\nindex = \"multihop\"\nmethod = \"single\"\n"
                                          "k = 2\nmax_answer_tokens = 32\n")
-    by_config = subprocess.run([sys.executable, "-m", "app.cli", "run", "flare", "--config", str(tmp_path / "flare.toml")],
+    by_config = subprocess.run([sys.executable, "-m", "conclave.app.cli", "run", "flare", "--config", str(tmp_path / "flare.toml")],
                                capture_output=True, text=True, timeout=600)
     assert by_config.returncode == 0, by_config.stderr
     assert "FLARE (single)" in by_config.stdout

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from app.store import RunStore
-from local_models import catalog
+from conclave.app.store import RunStore
+from conclave.local_models import catalog
 from tests.test_cli import conclave
 
 pytestmark = pytest.mark.timeout(600)
@@ -95,8 +95,8 @@ def test_jobs_are_added_listed_replaced_and_removed(data, tmp_path):
 
 
 def test_the_scheduler_runs_a_job_on_time_and_never_twice_at_once(data, tmp_path):
-    from app import jobs
-    from app.settings import load_settings
+    from conclave.app import jobs
+    from conclave.app.settings import load_settings
 
     assert conclave("jobs", "add", str(job_file(tmp_path)), env=env(data)).returncode == 0
     store = RunStore(data / "conclave.db")
@@ -106,7 +106,7 @@ def test_the_scheduler_runs_a_job_on_time_and_never_twice_at_once(data, tmp_path
         busy = conclave("jobs", "run", "evo", env=env(data))
         assert busy.returncode == 0 and "running already" in busy.stderr and store.list_runs() == []
 
-    sched = subprocess.Popen([sys.executable, "-m", "app.cli", "jobs", "scheduler"], env={**os.environ, **env(data)},
+    sched = subprocess.Popen([sys.executable, "-m", "conclave.app.cli", "jobs", "scheduler"], env={**os.environ, **env(data)},
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 240
@@ -124,7 +124,7 @@ def test_the_scheduler_runs_a_job_on_time_and_never_twice_at_once(data, tmp_path
 def test_a_killed_job_is_marked_failed_and_its_next_run_resumes_it(data, tmp_path):
     assert conclave("jobs", "add", str(job_file(tmp_path, timing='every = "1d"', generations=3)), env=env(data)).returncode == 0
     store = RunStore(data / "conclave.db")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "jobs", "run", "evo"], env={**os.environ, **env(data)},
+    proc = subprocess.Popen([sys.executable, "-m", "conclave.app.cli", "jobs", "run", "evo"], env={**os.environ, **env(data)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline:  # killed once its first generations are checkpointed

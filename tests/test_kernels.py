@@ -6,9 +6,9 @@ import importlib.util
 import pytest
 import torch
 
-from kernels.rmsnorm import rms_norm, rms_norm_naive
-from kernels.attention import attention_naive, decode_naive, ring_positions
-from kernels.rope import inv_freq, rope, rope_naive, rope_tables
+from conclave.kernels.rmsnorm import rms_norm, rms_norm_naive
+from conclave.kernels.attention import attention_naive, decode_naive, ring_positions
+from conclave.kernels.rope import inv_freq, rope, rope_naive, rope_tables
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -22,7 +22,7 @@ def rel(out, ref) -> float:
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 8e-3)])
 @pytest.mark.parametrize("shape", [(3, 5, 40), (2, 576), (1, 1, 7)])
 def test_rms_norm_fused(shape, dtype, tol):
-    from kernels.rmsnorm.fused import rms_norm_fused
+    from conclave.kernels.rmsnorm.fused import rms_norm_fused
 
     g = torch.Generator().manual_seed(0)
     x, r = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 for _ in range(2))
@@ -47,7 +47,7 @@ def test_rms_norm_dispatch_matches_the_specification():
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 8e-3)])
 @pytest.mark.parametrize("B,H,T,D,base", [(2, 3, 5, 16, 10000.0), (1, 4, 9, 64, 1e6), (3, 1, 1, 8, 500.0)])
 def test_rope_fused(B, H, T, D, base, dtype, tol):
-    from kernels.rope.fused import rope_fused
+    from conclave.kernels.rope.fused import rope_fused
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(B, H, T, D, generator=g, dtype=torch.float64)
@@ -104,8 +104,8 @@ def test_attention_reference_agrees_with_torch_sdpa():
     dict(B=1, Hq=2, Hkv=2, cached=0, T=24, D=16, ring=None, window=None, softcap=3.0),  # soft-capped scores
 ])
 def test_prefill_attention_triton(case, dtype, tol):
-    from kernels.attention.naive import attention_naive
-    from kernels.attention.prefill import attention_prefill
+    from conclave.kernels.attention.naive import attention_naive
+    from conclave.kernels.attention.prefill import attention_prefill
 
     case = dict(case)
     window, softcap = case.pop("window"), case.pop("softcap", None)
@@ -176,7 +176,7 @@ def _decode_case(case):
 @pytest.mark.parametrize("rows", [[0, 1, 2, 3], [2, 1], [0], [1]])  # slots 3 1 0 2: shuffled, consecutive, single
 def test_decode_attention_on_the_cpu(case, rows):
     """The dispatcher's CPU path: torch's SDPA over the cells the batch has filled."""
-    from kernels.attention import attention_decode
+    from conclave.kernels.attention import attention_decode
 
     q, k_cache, v_cache, slots, pos, kw, ref = _decode_case(case)
     out = attention_decode(q[rows].float(), k_cache.float(), v_cache.float(), slots[rows], pos[rows], **kw)
@@ -190,7 +190,7 @@ def test_decode_attention_on_the_cpu(case, rows):
 ])
 @pytest.mark.parametrize("case", DECODE_CASES)
 def test_decode_attention_triton(case, dtype, tol):
-    from kernels.attention.decode import attention_decode_split
+    from conclave.kernels.attention.decode import attention_decode_split
 
     q, k_cache, v_cache, slots, pos, kw, ref = _decode_case(case)
     to = lambda t: t.to(DEV, dtype)  # noqa: E731
@@ -201,7 +201,7 @@ def test_decode_attention_triton(case, dtype, tol):
 
 @pytest.mark.skipif(DEV == "cpu", reason="real shapes need a GPU")
 def test_decode_attention_at_real_shape_gpu():
-    from kernels.attention.decode import attention_decode_split
+    from conclave.kernels.attention.decode import attention_decode_split
 
     g = torch.Generator(device="cuda").manual_seed(0)
     k_cache, v_cache = (torch.randn(16, 8, 4096, 128, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(2))
@@ -212,12 +212,12 @@ def test_decode_attention_at_real_shape_gpu():
     assert rel(out, ref) < 2e-2
 
 
-@pytest.mark.skipif(not __import__("kernels.gemv", fromlist=["available"]).available(), reason="no C compiler")
+@pytest.mark.skipif(not __import__("conclave.kernels.gemv", fromlist=["available"]).available(), reason="no C compiler")
 @pytest.mark.parametrize("M,K,N", [(1, 576, 3072), (2, 64, 33), (8, 96, 64), (11, 40, 100), (16, 576, 960)])
 def test_gemv_panels(M, K, N):
     """The C kernel against float64, row counts on both sides of its 8-row blocks, widths
     that leave the last panel part-filled."""
-    from kernels.gemv import gemv_naive, gemv_panels, pack
+    from conclave.kernels.gemv import gemv_naive, gemv_panels, pack
 
     g = torch.Generator().manual_seed(M * K + N)
     x, w = torch.randn(M, K, generator=g), torch.randn(K, N, generator=g)
@@ -226,7 +226,7 @@ def test_gemv_panels(M, K, N):
 
 
 def test_dense_repacks_a_weight_written_in_place():
-    from local_models.dense import Dense
+    from conclave.local_models.dense import Dense
 
     d = Dense(64, 40)
     torch.nn.init.normal_(d.weight)

@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-from agents.legal_audit import AuditConfig, AuditError, AuditResult, Grader, generate, load_queries
-from agents.legal_audit.audit import run, select
-from agents.legal_audit.queries import SAMPLE, Query
-from agents.legal_audit.systems import ClosedBook, Rag
-from agents.legal_audit.trace import wilson
-from agents.llm import EndpointUnreachable, RequestRejected
-from retrieval.caselaw import CaseTableError, load_cases, records
-from retrieval.citations import Citator, extract
-from retrieval.lexical import BM25
+from conclave.agents.legal_audit import AuditConfig, AuditError, AuditResult, Grader, generate, load_queries
+from conclave.agents.legal_audit.audit import run, select
+from conclave.agents.legal_audit.queries import SAMPLE, Query
+from conclave.agents.legal_audit.systems import ClosedBook, Rag
+from conclave.agents.legal_audit.trace import wilson
+from conclave.agents.llm import EndpointUnreachable, RequestRejected
+from conclave.retrieval.caselaw import CaseTableError, load_cases, records
+from conclave.retrieval.citations import Citator, extract
+from conclave.retrieval.lexical import BM25
 from tests.scripted import ScriptedLLM
 
 CASES = load_cases(SAMPLE)
@@ -319,7 +319,7 @@ def test_bad_configs_are_refused(cfg, message):
 def test_a_bad_audit_config_fails_before_any_model_loads(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": "q"}\n')
     (tmp_path / "audit.toml").write_text(f'queries = "{tmp_path / "bad.jsonl"}"\n')
-    done = subprocess.run([sys.executable, "-m", "app.cli", "run", "legal_audit", "--config", str(tmp_path / "audit.toml")],
+    done = subprocess.run([sys.executable, "-m", "conclave.app.cli", "run", "legal_audit", "--config", str(tmp_path / "audit.toml")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "bad query file" in done.stderr and "line 1" in done.stderr
     assert "Traceback" not in done.stderr
@@ -329,10 +329,10 @@ def test_a_bad_audit_config_fails_before_any_model_loads(tmp_path):
 
 @pytest.mark.timeout(900)
 def test_audit_end_to_end_on_smollm2(with_model, tmp_path):
-    from app.store import RunStore
+    from conclave.app.store import RunStore
 
     out, png = tmp_path / "audit.json", tmp_path / "audit.png"
-    done = subprocess.run([sys.executable, "-m", "app.cli", "audit", "--limit", "1", "--max-tokens", "64", "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "conclave.app.cli", "audit", "--limit", "1", "--max-tokens", "64", "--out", str(out),
                            "--plot", str(png)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert "Legal-RAG hallucination audit" in done.stdout and "Hallucination rate by category" in done.stdout
@@ -356,8 +356,7 @@ def test_audit_end_to_end_on_smollm2(with_model, tmp_path):
 def test_the_constitution_is_read_by_article_section_and_amendment(tmp_path, monkeypatch):
     import gzip
 
-    from retrieval import caselaw
-
+    from conclave.retrieval import caselaw
     text = ("The Constitution of the United States of America\n\n\nPreamble\n\nWe the People of the United States, in "
             "Order to form\na more perfect Union.\n\n\nArticle I\n\nSection 1\n\nAll legislative Powers herein granted\n"
             "shall be vested in a Congress.\n\n\nSection 8\n\nThe Congress shall have Power To regulate Commerce.\n\n\n"

@@ -6,11 +6,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from agents.backends.local import LocalLLM
-from app.settings import load_settings
-from local_models.errors import ContextOverflow
-from local_models.generate import GenParams, generate, score
-from local_models.llamacpp import stock_llama
+from conclave.agents.backends.local import LocalLLM
+from conclave.app.settings import load_settings
+from conclave.local_models.errors import ContextOverflow
+from conclave.local_models.generate import GenParams, generate, score
+from conclave.local_models.llamacpp import stock_llama
 
 PROMPT = "The three primary colors are"
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]

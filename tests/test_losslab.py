@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from agents.losslab import LossLabConfig, LossLabError, LossLabResult, SyntheticConfig, judge, parse_proposal, run
-from agents.losslab import losses
-from agents.losslab.gate import GateError, check_function, check_source
-from agents.losslab.losslab import ProposalError
-from agents.losslab.synthetic import headroom, reward_at_kl, train
-from agents.memo import Memo
+from conclave.agents.losslab import LossLabConfig, LossLabError, LossLabResult, SyntheticConfig, judge, parse_proposal, run
+from conclave.agents.losslab import losses
+from conclave.agents.losslab.gate import GateError, check_function, check_source
+from conclave.agents.losslab.losslab import ProposalError
+from conclave.agents.losslab.synthetic import headroom, reward_at_kl, train
+from conclave.agents.memo import Memo
 from tests.scripted import ScriptedLLM
 
 BETA = 0.5
@@ -248,7 +248,7 @@ def test_bad_settings_are_refused_before_anything_runs():
 
 @pytest.mark.model
 def test_end_to_end_on_smollm2(with_model, tmp_path):
-    from app.settings import Settings
+    from conclave.app.settings import Settings
 
     llm = Settings().open_llm()
     try:
@@ -267,10 +267,10 @@ def test_the_cli_and_a_config_file_run_and_record_the_builtins(tmp_path):
     import subprocess
     import sys
 
-    from app.store import RunStore
+    from conclave.app.store import RunStore
 
     env = dict(os.environ)
-    cli = [sys.executable, "-m", "app.cli"]
+    cli = [sys.executable, "-m", "conclave.app.cli"]
     done = subprocess.run(cli + ["losslab", "-n", "0", "--baselines", "dpo,kto", "--steps", "20", "--seeds", "0",
                                  "--out", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")],
                           env=env, capture_output=True, text=True, timeout=240)
@@ -293,7 +293,7 @@ def test_the_cli_and_a_config_file_run_and_record_the_builtins(tmp_path):
 
 
 def test_the_reward_model_tells_fresh_from_rotten_on_snippets_it_never_saw():
-    from agents.losslab.lm import Sentiment, snippets
+    from conclave.agents.losslab.lm import Sentiment, snippets
 
     texts, labels = snippets(0)
     reward = Sentiment(texts[1000:], labels[1000:])
@@ -306,7 +306,7 @@ def test_the_reward_model_tells_fresh_from_rotten_on_snippets_it_never_saw():
 @pytest.mark.model
 @pytest.mark.timeout(900)  # loading SmolLM2 into transformers and sampling, on two cores
 def test_the_language_model_task_trains_smollm2_in_the_sandbox(with_model, tmp_path):
-    from agents.losslab.config import LMConfig
+    from conclave.agents.losslab.config import LMConfig
 
     lm = LMConfig(prompts=4, eval_prompts=2, new_tokens=8, steps=2, batch=2, eval_every=1, kl_budget=100.0)
     cfg = LossLabConfig(candidates=0, baselines=("dpo",), fitness="lm", lm=lm)

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-import prompts
-from agents.backends import open_llm
-from agents.backends.local import LocalLLM
-from agents.backends.openai_api import OpenAILLM
-from agents.llm import LLMError
-from agents.mapreduce import (
+from conclave.prompts import loader as prompts
+from conclave.agents.backends import open_llm
+from conclave.agents.backends.local import LocalLLM
+from conclave.agents.backends.openai_api import OpenAILLM
+from conclave.agents.llm import LLMError
+from conclave.agents.mapreduce import (
     SENTINEL,
     Cache,
     LocalExecutor,
@@ -27,10 +27,10 @@ from agents.mapreduce import (
     read_documents,
     run,
 )
-from agents.mapreduce.trace import _spans
-from local_models.errors import ConclaveError
-from local_models.llamacpp import LlamaCppVocab
-from retrieval.ingest import IngestError, Record
+from conclave.agents.mapreduce.trace import _spans
+from conclave.local_models.errors import ConclaveError
+from conclave.local_models.llamacpp import LlamaCppVocab
+from conclave.retrieval.ingest import IngestError, Record
 from tests.scripted import ScriptedLLM
 from tests.server_proc import running_server
 from tests.test_cli import conclave

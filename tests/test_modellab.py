@@ -7,15 +7,15 @@ import random
 import pytest
 import torch
 
-from agents.modellab import RECIPES, Lab, LabError, LabResult
-from agents.modellab.config import (AdemamixConfig, GoldfishConfig, MiniLLMConfig, QuantDPOConfig, RestConfig,
+from conclave.agents.modellab import RECIPES, Lab, LabError, LabResult
+from conclave.agents.modellab.config import (AdemamixConfig, GoldfishConfig, MiniLLMConfig, QuantDPOConfig, RestConfig,
                                     SquashConfig)
-from agents.modellab.goldfish import keep_mask
-from agents.modellab.minillm import forward_kl, reverse_kl_terms
-from agents.modellab.quant_dpo import fake_quantize
-from agents.modellab.rest import keep, threshold
-from agents.modellab.squash import run_ids
-from local_models.trainer import TrainConfig, Trainer, lm_loss, prepare
+from conclave.agents.modellab.goldfish import keep_mask
+from conclave.agents.modellab.minillm import forward_kl, reverse_kl_terms
+from conclave.agents.modellab.quant_dpo import fake_quantize
+from conclave.agents.modellab.rest import keep, threshold
+from conclave.agents.modellab.squash import run_ids
+from conclave.local_models.trainer import TrainConfig, Trainer, lm_loss, prepare
 
 
 def tiny_llama(seed: int = 0):
@@ -171,7 +171,7 @@ def _fit(model, directory, steps, stop=None, c=TrainConfig(lr=1e-2, checkpoint_e
 
 
 def test_an_empty_prompt_is_refused_rather_than_misaligned():
-    from local_models.torch_lm import batch
+    from conclave.local_models.torch_lm import batch
 
     with pytest.raises(ValueError, match="at least one token"):
         batch([[1], []], [[2], [3]])
@@ -226,7 +226,7 @@ def test_ademamix_and_lora_train_through_the_same_loop():
 def test_a_lab_result_reports_and_plots_and_survives_json(tmp_path):
     import json
 
-    from agents.modellab.trace import Curve
+    from conclave.agents.modellab.trace import Curve
 
     r = LabResult("goldfish", "Title", {"k": 4}, {"Table": [{"model": "a", "x": 0.5}, {"model": "b", "x": 0.25}]},
                   [Curve("c", "x", "y", {"s": [[0, 1.0], [1, 0.5]]})], ["a note"], 60.0)
@@ -238,9 +238,9 @@ def test_a_lab_result_reports_and_plots_and_survives_json(tmp_path):
 
 
 def test_bad_recipe_settings_are_refused_before_anything_loads(tmp_path):
-    from app.settings import Settings
-    from app.store import RunStore
-    from app.workflows import WorkflowError, prepare as prepare_workflow
+    from conclave.app.settings import Settings
+    from conclave.app.store import RunStore
+    from conclave.app.workflows import WorkflowError, prepare as prepare_workflow
 
     s = Settings()
     store = RunStore(tmp_path / "r.db")
@@ -283,9 +283,9 @@ TINY = {
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("recipe", list(TINY))
 def test_each_recipe_runs_end_to_end_on_smollm2_and_is_recorded(recipe, with_model, tmp_path):
-    from app.modellab import execute
-    from app.settings import Settings
-    from app.store import RunStore
+    from conclave.app.modellab import execute
+    from conclave.app.settings import Settings
+    from conclave.app.store import RunStore
 
     store = RunStore(tmp_path / "runs.db")
     events = []
@@ -304,7 +304,7 @@ def test_each_recipe_runs_end_to_end_on_smollm2_and_is_recorded(recipe, with_mod
 def qwen_pair(model_dir):
     """The MiniLLM teacher and student, assembled into the session's data dir when their packages
     are installed (conclave models pull …); CI does not pull these 1.6 GB, so there it skips."""
-    from local_models import catalog
+    from conclave.local_models import catalog
 
     specs = [catalog.CATALOG[n] for n in (MiniLLMConfig().teacher, MiniLLMConfig().student)]
     if not all(catalog._installed_version(p.dist) == p.version for s in specs for p in s.parts):
@@ -318,9 +318,9 @@ def qwen_pair(model_dir):
 @pytest.mark.model
 @pytest.mark.timeout(1800)
 def test_minillm_distils_qwen_1_5b_into_0_5b_end_to_end(qwen_pair, with_model, tmp_path):
-    from app.modellab import execute
-    from app.settings import Settings
-    from app.store import RunStore
+    from conclave.app.modellab import execute
+    from conclave.app.settings import Settings
+    from conclave.app.store import RunStore
 
     c = MiniLLMConfig(prompts=2, eval_prompts=2, new_tokens=4, steps=1, batch=2)
     _, res = execute(Settings(), RunStore(tmp_path / "runs.db"), "minillm", c)
@@ -334,9 +334,9 @@ def test_minillm_distils_qwen_1_5b_into_0_5b_end_to_end(qwen_pair, with_model, t
 @pytest.mark.model
 @pytest.mark.timeout(900)
 def test_a_crashed_recipe_resumes_without_redoing_finished_phases_or_steps(with_model, tmp_path):
-    from app.modellab import execute
-    from app.settings import Settings
-    from app.store import RunStore
+    from conclave.app.modellab import execute
+    from conclave.app.settings import Settings
+    from conclave.app.store import RunStore
 
     store = RunStore(tmp_path / "runs.db")
     c = GoldfishConfig(passages=4, held_out=2, prefix=8, suffix=8, epochs=3, batch=4,
@@ -369,7 +369,7 @@ def test_conclave_run_takes_a_recipe_with_a_config_file_and_writes_its_plot(with
     import sys
 
     (tmp_path / "sq.toml").write_text("lengths = [2, 4]\ncount_lengths = [3]\n")
-    done = subprocess.run([sys.executable, "-m", "app.cli", "run", "squash", "-c", str(tmp_path / "sq.toml"),
+    done = subprocess.run([sys.executable, "-m", "conclave.app.cli", "run", "squash", "-c", str(tmp_path / "sq.toml"),
                            "--plot", str(tmp_path / "sq.png"), "--out", str(tmp_path / "sq.json")],
                           env=dict(os.environ), capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr
@@ -377,6 +377,6 @@ def test_conclave_run_takes_a_recipe_with_a_config_file_and_writes_its_plot(with
     assert json.loads((tmp_path / "sq.json").read_text())["config"]["lengths"] == [2, 4]
     assert (tmp_path / "sq.png").stat().st_size > 0
     (tmp_path / "bad.toml").write_text("[train]\nlr = -1\n")
-    bad = subprocess.run([sys.executable, "-m", "app.cli", "run", "goldfish", "-c", str(tmp_path / "bad.toml")],
+    bad = subprocess.run([sys.executable, "-m", "conclave.app.cli", "run", "goldfish", "-c", str(tmp_path / "bad.toml")],
                          env=dict(os.environ), capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "train.lr" in bad.stderr and "Traceback" not in bad.stderr

@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agents.backends.openai_api import OpenAILLM
-from agents.llm import (
+from conclave.agents.backends.openai_api import OpenAILLM
+from conclave.agents.llm import (
     Chunk,
     Completion,
     ContinuationScore,
@@ -33,7 +33,7 @@ from agents.llm import (
     TokenLogprob,
     UnsupportedFeature,
 )
-from app.store import RunStore
+from conclave.app.store import RunStore
 
 MODEL = "test-model"
 KEY = "sk-test-key-abc"

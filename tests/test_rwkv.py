@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from local_models.errors import BackendUnavailable, ModelNotFound, WeightsCorrupt
-from local_models.rwkv import weights
-from local_models.rwkv.engine import RwkvEngine, load as load_engine
-from local_models.rwkv.model import State
-from local_models.rwkv.tokenizer import WorldTokenizer
-from local_models.rwkv.random_weights import official_state_dict, save_checkpoint
+from conclave.local_models.errors import BackendUnavailable, ModelNotFound, WeightsCorrupt
+from conclave.local_models.rwkv import weights
+from conclave.local_models.rwkv.engine import RwkvEngine, load as load_engine
+from conclave.local_models.rwkv.model import State
+from conclave.local_models.rwkv.tokenizer import WorldTokenizer
+from conclave.local_models.rwkv.random_weights import official_state_dict, save_checkpoint
 
 L, D, V = 4, 128, 1000
 
@@ -149,7 +149,7 @@ def test_unknown_and_corrupt_checkpoints_say_what_is_wrong(tmp_path):
 def test_world_tokenizer_matches_the_reference_trie():
     from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
 
-    from local_models.rwkv.tokenizer import world_vocab_path
+    from conclave.local_models.rwkv.tokenizer import world_vocab_path
 
     ours, ref = WorldTokenizer(), TRIE_TOKENIZER(str(world_vocab_path()))
     text = ("The quick brown fox — jumps over 13 lazy dogs.\n\n  Indented\tcode: x = f(y) ** 2\n"
@@ -163,7 +163,7 @@ def test_world_tokenizer_matches_the_reference_trie():
 def test_hf_tokenizer_json_round_trips(tmp_path):
     from tokenizers import ByteLevelBPETokenizer
 
-    from local_models.hf_text import HFTokenizer
+    from conclave.local_models.hf_text import HFTokenizer
 
     trainer = ByteLevelBPETokenizer()
     trainer.train_from_iterator(["hello world, hello RWKV"] * 50, vocab_size=300, special_tokens=["<|endoftext|>"])
@@ -264,7 +264,7 @@ def test_engine_batches_slots_like_separate_sequences(world_ckpt):
 
 
 def test_seam_runs_an_rwkv_checkpoint_end_to_end(world_ckpt, tmp_path):
-    from agents.backends import open_llm
+    from conclave.agents.backends import open_llm
 
     llm = open_llm(str(world_ckpt), data_dir=tmp_path)
     assert llm.backend == "native"
@@ -300,7 +300,7 @@ def test_gpu_engine_decodes_through_cuda_graphs_like_the_cpu(world_ckpt, exact_f
 
 
 def test_served_over_http_to_the_official_openai_client(world_ckpt, tmp_path):
-    from agents.backends import open_llm
+    from conclave.agents.backends import open_llm
     from tests.server_proc import check_served_like_in_process, running_server
 
     chat = [{"role": "user", "content": "Name a colour."}]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from local_models.sampling import choose, logsumexp, top_k
+from conclave.local_models.sampling import choose, logsumexp, top_k
 
 
 def softmax(x, t=1.0):

@@ -3,8 +3,8 @@
 import os
 import textwrap
 
-from agents import sandbox
-from agents.sandbox import Limits, run_python
+from conclave.agents import sandbox
+from conclave.agents.sandbox import Limits, run_python
 
 
 def code(src: str) -> dict:

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-import prompts
-from agents.llm import Completion, GenParams, UnsupportedFeature
+from conclave.prompts import loader as prompts
+from conclave.agents.llm import Completion, GenParams, UnsupportedFeature
 from tests.scripted import ScriptedLLM
 
 

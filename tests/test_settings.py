@@ -1,6 +1,6 @@
 import pytest
 
-from app.settings import SettingsError, load_settings
+from conclave.app.settings import SettingsError, load_settings
 
 
 def test_defaults(tmp_path):

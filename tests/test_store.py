@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from agents.llm import CallRecord
-from app.store import SCHEMA, RunStore
-from retrieval.hits import RetrievalRecord
+from conclave.agents.llm import CallRecord
+from conclave.app.store import SCHEMA, RunStore
+from conclave.retrieval.hits import RetrievalRecord
 
 
 def record(i, **kw):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from local_models.transformer import weights
+from conclave.local_models.transformer import weights
 
 transformers = pytest.importorskip("transformers")
 
@@ -92,9 +92,9 @@ def test_matches_hf_transformers(family, tmp_path):
 
 def test_rope_scaling_from_gguf_metadata():
     """llama.cpp's spellings: Llama 3 as a rope_freqs tensor of divisors, linear and YaRN as keys."""
-    from local_models.errors import BackendUnavailable
-    from local_models.transformer.config import _rope, from_gguf
-    from local_models.transformer.rope_scaling import frequencies
+    from conclave.local_models.errors import BackendUnavailable
+    from conclave.local_models.transformer.config import _rope, from_gguf
+    from conclave.local_models.transformer.rope_scaling import frequencies
 
     meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
             "llama.attention.head_count": 4, "llama.feed_forward_length": 128, "llama.rope.freq_base": 500000.0}
@@ -130,9 +130,9 @@ def test_batched_decode_of_uneven_sequences(tmp_path):
 
 
 def test_an_hf_folder_without_its_tokenizer_is_refused_clearly(tmp_path):
-    from local_models import catalog
-    from local_models.errors import ModelNotFound
-    from local_models.transformer.engine import load
+    from conclave.local_models import catalog
+    from conclave.local_models.errors import ModelNotFound
+    from conclave.local_models.transformer.engine import load
 
     tiny("qwen2").save_pretrained(tmp_path)
     spec = catalog.resolve(str(tmp_path))
@@ -169,7 +169,7 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, i
 
 @pytest.fixture(scope="module")
 def smol(smollm2_path):
-    from local_models.transformer.engine import load
+    from conclave.local_models.transformer.engine import load
 
     return load(smollm2_path, n_ctx=2048)
 
@@ -178,7 +178,7 @@ def smol(smollm2_path):
 @pytest.mark.timeout(900)
 def test_smollm2_gguf_matches_hf_reading_the_same_file(smol, smollm2_path):
     """HF dequantizes the same GGUF to float32: the same numbers, computed by someone else."""
-    from local_models import torch_lm
+    from conclave.local_models import torch_lm
 
     tok, hf = torch_lm.load(smollm2_path)
     prompts = [smol.tokenize(p, add_bos=smol.add_bos) for p in PROMPTS]
@@ -198,8 +198,7 @@ def test_smollm2_agrees_with_llama_cpp_on_the_quantized_weights(smol, engine):
     flip: top-1 agreement over 1,000 teacher-forced positions of Wikipedia text, and every
     disagreement a near-tie. Measured: 97.0% and 97.3% on two windows, the widest top-2
     margin at a disagreement 0.98 logits, the largest logit difference 3.1."""
-    from retrieval import corpora
-
+    from conclave.retrieval import corpora
     text = "\n\n".join(r.text for r in corpora.wikipedia(limit=40))
     ids = smol.tokenize(text, add_bos=smol.add_bos)[3000:4000]
     assert len(ids) == 1000
@@ -215,7 +214,7 @@ def test_smollm2_agrees_with_llama_cpp_on_the_quantized_weights(smol, engine):
 
 @pytest.mark.model
 def test_native_backend_runs_smollm2_through_the_seam(smollm2_path, tmp_path):
-    from agents.backends import open_llm
+    from conclave.agents.backends import open_llm
 
     llm = open_llm(str(smollm2_path), backend="native", data_dir=tmp_path, n_ctx=1024)
     assert llm.backend == "native" and llm.engine.arch == "llama"
@@ -258,8 +257,8 @@ def test_an_hf_folder_runs_like_the_gguf_it_was_made_from(smol, smollm2_path, tm
     """The folder transformers writes from the GGUF (dequantized weights, tokenizer.json,
     tokenizer_config.json) opens by path through the seam, on the native backend, and
     reads and writes text as the GGUF does."""
-    from agents.backends import open_llm
-    from local_models import torch_lm
+    from conclave.agents.backends import open_llm
+    from conclave.local_models import torch_lm
 
     folder = torch_lm.dequantize(smollm2_path)
     llm = open_llm(str(folder), data_dir=tmp_path, n_ctx=1024)
@@ -277,8 +276,8 @@ def test_an_hf_folder_runs_like_the_gguf_it_was_made_from(smol, smollm2_path, tm
 @pytest.mark.timeout(900)
 def test_served_over_http_to_the_official_openai_client(model_dir, smollm2_path, tmp_path):
     """`conclave serve` on the native transformer (CONCLAVE_BACKEND=native)."""
-    from agents.backends import open_llm
-    from local_models import catalog
+    from conclave.agents.backends import open_llm
+    from conclave.local_models import catalog
     from tests.server_proc import check_served_like_in_process, running_server
 
     chat = [{"role": "user", "content": "What is the capital of France?"}]
@@ -292,7 +291,7 @@ def test_served_over_http_to_the_official_openai_client(model_dir, smollm2_path,
 def test_cross_layer_sharing_is_an_option_of_loading(tmp_path):
     """Loading with kv_share=2 drops the K/V projections of every second layer and halves
     the cache; a layer count that does not divide leaves the last group smaller."""
-    from local_models.transformer import weights as w
+    from conclave.local_models.transformer import weights as w
 
     torch.manual_seed(0)
     hf = randomize(tiny("qwen2")).eval()  # biased Q/K/V: the dropped biases must go too
@@ -310,7 +309,7 @@ def test_cross_layer_sharing_is_an_option_of_loading(tmp_path):
 def gemma_path(tmp_path_factory):
     """Gemma 3 270M, pulled the way a user pulls it: its sliding window (512) is the one
     real model here to exercise."""
-    from local_models import catalog
+    from conclave.local_models import catalog
 
     spec = catalog.CATALOG["gemma-3-270m"]
     return catalog.pull(spec, tmp_path_factory.mktemp("gemma"))
@@ -323,8 +322,8 @@ def test_a_sentencepiece_tokenizer_json_reads_text_as_its_gguf(gemma_path, tmp_p
     byte-level BPE: the tokenizer.json transformers writes from the GGUF, against llama.cpp."""
     from transformers import AutoTokenizer
 
-    from local_models.hf_text import HFText
-    from local_models.llamacpp import LlamaCppVocab
+    from conclave.local_models.hf_text import HFText
+    from conclave.local_models.llamacpp import LlamaCppVocab
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     AutoTokenizer.from_pretrained(gemma_path.parent, gguf_file=gemma_path.name).save_pretrained(tmp_path)
@@ -334,10 +333,9 @@ def test_a_sentencepiece_tokenizer_json_reads_text_as_its_gguf(gemma_path, tmp_p
 @pytest.mark.model
 @pytest.mark.timeout(900)
 def test_gemma3_sliding_window_on_real_text_matches_hf(gemma_path):
-    from local_models import torch_lm
-    from local_models.transformer.engine import load
-    from retrieval import corpora
-
+    from conclave.local_models import torch_lm
+    from conclave.local_models.transformer.engine import load
+    from conclave.retrieval import corpora
     gemma = load(gemma_path, n_ctx=2048)
     assert gemma.model.config.sliding_window == 512 and gemma.model.config.layer_types.count("full") == 3
     tok, hf = torch_lm.load(gemma_path)
@@ -357,8 +355,8 @@ def test_cross_layer_kv_sharing_halves_the_cache_and_decodes_like_prefill():
     """Cross-layer attention (Brandon et al. 2024): each pair of adjacent layers shares the
     first one's keys and values. No reference implementation exists to compare with, so: the
     cache holds half the bytes, and a prompt read at once gives what it gives token by token."""
-    from local_models.transformer.config import Config
-    from local_models.transformer.model import Transformer
+    from conclave.local_models.transformer.config import Config
+    from conclave.local_models.transformer.model import Transformer
 
     def model(share, types=("sliding", "full") * 2):
         c = Config(arch="llama", vocab_size=100, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=96,
@@ -405,7 +403,7 @@ def test_engine_decodes_through_graphs_like_eager(device, tmp_path, exact_fp32):
     """Steps of 1, 2 and 3 rows (graphs of sizes 1, 2 and 3, padding at the scratch slot)
     replay what the eager step computes, rings wrapped. On the CPU nothing is captured: this
     checks the padding and the scratch slot; on a GPU, the capture as well."""
-    from local_models.transformer.engine import TransformerEngine
+    from conclave.local_models.transformer.engine import TransformerEngine
 
     torch.manual_seed(3)
     hf = randomize(tiny("gemma3")).eval()

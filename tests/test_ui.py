@@ -16,8 +16,8 @@ import pytest
 
 pytestmark = pytest.mark.timeout(600)  # a page, a model load and a workflow run on two cores
 
-from app.cli import ui_came_up
-from local_models import catalog
+from conclave.app.cli import ui_came_up
+from conclave.local_models import catalog
 
 SHOTS = Path(os.environ.get("CONCLAVE_UI_SHOTS", Path(__file__).resolve().parents[1] / "artifacts" / "ui"))
 PAGES = {"": "Conclave", "EvoPrompt": "EvoPrompt", "Map-reduce": "Map-reduce", "FLARE": "FLARE", "Loss_lab": "Loss lab",
@@ -43,7 +43,7 @@ def ui(model_dir, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONCLAVE_") and k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
     env.update(CONCLAVE_DATA_DIR=str(data), XDG_CONFIG_HOME=str(data / "config"), CONCLAVE_N_CTX="2048")
     log = open(data / "ui.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ui", "--port", str(port)], env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "conclave.app.cli", "ui", "--port", str(port)], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -115,7 +115,7 @@ def test_evoprompt_runs_in_the_background_and_its_result_renders(ui, page):
     page.locator('[data-testid="stImage"] img').first.wait_for(timeout=30_000)  # the fitness plot
     page.locator('[data-testid="stDataFrame"]').nth(1).wait_for(timeout=30_000)  # the run history, then the prompts
     shot(page, "evoprompt-result")
-    from app.store import RunStore
+    from conclave.app.store import RunStore
 
     [run] = RunStore(data / "conclave.db").list_runs("evoprompt")
     assert run.status == "done" and run.result["population"]
@@ -137,7 +137,7 @@ def test_mapreduce_runs_on_an_uploaded_document(ui, page, tmp_path):
     no_exception(page)
     page.locator('[data-testid="stDataFrame"]').nth(1).wait_for(timeout=30_000)  # the run history, then the map answers
     shot(page, "mapreduce-result")
-    from app.store import RunStore
+    from conclave.app.store import RunStore
 
     [run] = RunStore(data / "conclave.db").list_runs("mapreduce")
     assert run.status == "done" and len(run.result["parts"]) >= 2
@@ -145,8 +145,8 @@ def test_mapreduce_runs_on_an_uploaded_document(ui, page, tmp_path):
 
 def test_loss_lab_scores_the_builtin_losses_in_the_sandbox(ui, page):
     url, data, _ = ui
-    from agents.losslab import BUILTIN
-    from app.store import RunStore
+    from conclave.agents.losslab import BUILTIN
+    from conclave.app.store import RunStore
 
     open_page(page, url, "Loss_lab")
     page.get_by_label("Proposals", exact=True).fill("0")
@@ -163,8 +163,8 @@ def test_loss_lab_scores_the_builtin_losses_in_the_sandbox(ui, page):
 
 
 def test_the_figure_team_runs_on_an_uploaded_file_and_a_run_renders_its_figure(ui, page, tmp_path):
-    from agents.figure import FigureConfig, run
-    from app.store import RunStore
+    from conclave.agents.figure import FigureConfig, run
+    from conclave.app.store import RunStore
     from tests.scripted import ScriptedLLM
     from tests.test_figure import BARE, GOOD, fenced
 
@@ -196,7 +196,7 @@ def test_the_figure_team_runs_on_an_uploaded_file_and_a_run_renders_its_figure(u
 
 
 def test_a_legal_audit_runs_from_its_page_and_renders_its_report(ui, page):
-    from app.store import RunStore
+    from conclave.app.store import RunStore
 
     url, data, _ = ui
     open_page(page, url, "Legal_audit")
@@ -213,7 +213,7 @@ def test_a_legal_audit_runs_from_its_page_and_renders_its_report(ui, page):
 
 
 def test_a_model_lab_recipe_runs_from_its_page_and_renders_its_tables(ui, page):
-    from app.store import RunStore
+    from conclave.app.store import RunStore
 
     url, data, _ = ui
     page.goto(f"{url}/Model_lab?recipe=squash")  # a link to one recipe's form
@@ -230,8 +230,8 @@ def test_a_model_lab_recipe_runs_from_its_page_and_renders_its_tables(ui, page):
 
 
 def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):
-    from agents.evoprompt import EvoConfig, run
-    from app.store import RunStore
+    from conclave.agents.evoprompt import EvoConfig, run
+    from conclave.app.store import RunStore
     from tests.scripted import ScriptedLLM
     from tests.test_evoprompt import evolver, sentiment_task, task_model
 
@@ -265,7 +265,7 @@ def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):
 def test_runs_and_monitoring_show_the_logged_calls(ui, page):
     url, _, env = ui
     # a run with logged calls, whatever ran before: the CLI's, which the UI must show as its own
-    cli = subprocess.run([sys.executable, "-m", "app.cli", "evoprompt", "--task", "rotten-tomatoes", "-n", "2", "-g", "0",
+    cli = subprocess.run([sys.executable, "-m", "conclave.app.cli", "evoprompt", "--task", "rotten-tomatoes", "-n", "2", "-g", "0",
                           "--dev-size", "4", "--test-size", "2"], env=env, capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
     open_page(page, url, "Runs")
@@ -281,7 +281,7 @@ def test_runs_and_monitoring_show_the_logged_calls(ui, page):
 
 
 def test_background_runs_report_events_results_and_errors():
-    from app.ui.background import Registry
+    from conclave.app.ui.background import Registry
 
     runs = Registry()
     gate = threading.Event()
@@ -312,7 +312,7 @@ def test_ui_once_serves_every_page_then_stops(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "CONCLAVE_DATA_DIR": str(tmp_path / "data"), "CONCLAVE_UI_ONCE": "1"}
-    r = subprocess.run([sys.executable, "-m", "app.cli", "ui", "--port", str(port)], env=env, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "conclave.app.cli", "ui", "--port", str(port)], env=env, capture_output=True,
                        text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     assert f"served {len(PAGES)} pages" in r.stderr

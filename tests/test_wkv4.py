@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 import torch
 
-from kernels.wkv4 import choose, wkv4, wkv4_naive, wkv4_scan
+from conclave.kernels.wkv4 import choose, wkv4, wkv4_naive, wkv4_scan
 
 CUDA = torch.cuda.is_available()
 # the torch paths are tested everywhere; Triton's wherever it is installed (without a GPU,
@@ -92,7 +92,7 @@ def test_extreme_decays_stay_finite():
 @needs_triton
 @pytest.mark.parametrize("B,T,C,block_c", [(2, 13, 40, 16), (1, 24, 8, 8), (3, 1, 5, 8)])
 def test_triton_fused_recurrent(B, T, C, block_c):
-    from kernels.wkv4.fused_recurrent import wkv4_fused_recurrent
+    from conclave.kernels.wkv4.fused_recurrent import wkv4_fused_recurrent
 
     check(wkv4_fused_recurrent, B, T, C, k_scale=30.0, block_c=block_c)
     check(wkv4_fused_recurrent, B, T, C, gate=False, block_c=block_c)
@@ -101,14 +101,14 @@ def test_triton_fused_recurrent(B, T, C, block_c):
 @needs_triton
 @pytest.mark.parametrize("B,T,C,seg_len", [(1, 23, 8, 4), (2, 16, 12, 8), (1, 3, 4, 8)])
 def test_triton_split_over_time(B, T, C, seg_len):
-    from kernels.wkv4.fused_recurrent import wkv4_split
+    from conclave.kernels.wkv4.fused_recurrent import wkv4_split
 
     check(wkv4_split, B, T, C, k_scale=30.0, seg_len=seg_len, block_c=8)
 
 
 @needs_triton
 def test_triton_takes_bfloat16_inputs():
-    from kernels.wkv4.fused_recurrent import wkv4_fused_recurrent, wkv4_split
+    from conclave.kernels.wkv4.fused_recurrent import wkv4_fused_recurrent, wkv4_split
 
     # the reference sees the same rounded inputs, so only the kernel's arithmetic and the
     # bfloat16 output rounding (2^-8) are measured
@@ -126,7 +126,7 @@ def test_dispatch_on_the_cpu():
 
 @needs_triton
 def test_mismatched_shapes_are_refused():
-    from kernels.wkv4.fused_recurrent import wkv4_fused_recurrent
+    from conclave.kernels.wkv4.fused_recurrent import wkv4_fused_recurrent
 
     k = torch.zeros(1, 3, 8)
     with pytest.raises(ValueError, match="do not agree"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.llm import LLM, CallSink
-from local_models import catalog, native
+from conclave.agents.llm import LLM, CallSink
+from conclave.local_models import catalog, native
 
 BACKENDS = ("llamacpp", "native", "openai")
 
@@ -30,21 +30,21 @@ def open_llm(
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if model.startswith("openai:") or backend == "openai":
-        from agents.backends.openai_api import OpenAILLM
+        from conclave.agents.backends.openai_api import OpenAILLM
 
         name = model.removeprefix("openai:")
         if not base_url:
             raise ValueError("the openai backend needs a base URL (CONCLAVE_OPENAI_BASE_URL)")
         vocab = None
         if tokenizer:
-            from local_models.llamacpp import LlamaCppVocab
+            from conclave.local_models.llamacpp import LlamaCppVocab
 
             spec = catalog.resolve(tokenizer)
             vocab = LlamaCppVocab(catalog.ensure_weights(spec, data_dir), name=spec.name)
         return OpenAILLM(name, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, sink=sink,
                          tokenizer=vocab)
 
-    from agents.backends.local import LocalLLM
+    from conclave.agents.backends.local import LocalLLM
 
     spec = catalog.resolve(model)
     path = catalog.ensure_weights(spec, data_dir)
@@ -54,7 +54,7 @@ def open_llm(
         return LocalLLM(engine, backend="native", model=spec.name, sink=sink)
     if spec.backend == "native":
         raise catalog.native_only(spec)
-    from local_models.llamacpp import LlamaCppEngine
+    from conclave.local_models.llamacpp import LlamaCppEngine
 
     engine = LlamaCppEngine(path, name=spec.name, n_ctx=n_ctx, n_threads=n_threads)
     return LocalLLM(engine, backend="llamacpp", model=spec.name, sink=sink)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Iterator
 
-from agents.llm import LLM, Chunk, ContinuationScore, Request
-from local_models.engine import TokenEngine
-from local_models.generate import generate, score
+from conclave.agents.llm import LLM, Chunk, ContinuationScore, Request
+from conclave.local_models.engine import TokenEngine
+from conclave.local_models.generate import generate, score
 
 
 class LocalLLM(LLM):

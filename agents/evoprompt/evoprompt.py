@@ -19,14 +19,14 @@ import random
 import time
 from typing import Callable
 
-from agents.aio import gather_all
-from agents.evoprompt.config import EvoConfig
-from agents.evoprompt.fitness import Fitness
-from agents.evoprompt.operators import Offspring, ask, de_template, de_values, select_parents
-from agents.evoprompt.tasks import Task
-from agents.evoprompt.trace import EvoError, EvoResult, Generation, Node
-from agents.llm import LLM
-from agents.memo import Memo
+from conclave.agents.aio import gather_all
+from conclave.agents.evoprompt.config import EvoConfig
+from conclave.agents.evoprompt.fitness import Fitness
+from conclave.agents.evoprompt.operators import Offspring, ask, de_template, de_values, select_parents
+from conclave.agents.evoprompt.tasks import Task
+from conclave.agents.evoprompt.trace import EvoError, EvoResult, Generation, Node
+from conclave.agents.llm import LLM
+from conclave.agents.memo import Memo
 
 Event = Callable[[dict], None]
 Checkpoint = Callable[[int, dict], None]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 
-import prompts
-from agents.aio import gather_all
-from agents.evoprompt.config import EvoConfig
-from agents.evoprompt.tasks import Example, Task
-from agents.llm import LLM
-from agents.memo import Memo, digest
+from conclave.prompts import loader as prompts
+from conclave.agents.aio import gather_all
+from conclave.agents.evoprompt.config import EvoConfig
+from conclave.agents.evoprompt.tasks import Example, Task
+from conclave.agents.llm import LLM
+from conclave.agents.memo import Memo, digest
 
 
 class Fitness:

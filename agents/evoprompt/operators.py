@@ -7,8 +7,8 @@ import random
 import re
 from dataclasses import dataclass
 
-import prompts
-from agents.llm import LLM
+from conclave.prompts import loader as prompts
+from conclave.agents.llm import LLM
 
 _TAGGED = re.compile(r"<prompt>(.*?)</prompt>", re.DOTALL | re.IGNORECASE)
 _WORD = re.compile(r"\w")

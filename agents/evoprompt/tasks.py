@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from local_models.errors import ConclaveError
+from conclave.local_models.errors import ConclaveError
 
 
 class TaskError(ConclaveError):
@@ -78,8 +78,7 @@ RECIPES = {
 
 
 def recipe(name: str, *, dev_size: int, test_size: int, seed: int) -> Task:
-    from retrieval import corpora
-
+    from conclave.retrieval import corpora
     if name not in RECIPES:
         raise TaskError(f"unknown task recipe {name!r}; shipped: {', '.join(RECIPES)} (or give a CSV/JSONL file)")
     r = RECIPES[name]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from local_models.errors import ConclaveError
+from conclave.local_models.errors import ConclaveError
 
 
 class FigureError(ConclaveError):

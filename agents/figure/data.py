@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.figure.config import FigureError
+from conclave.agents.figure.config import FigureError
 
 MAX_BYTES = 200 * 2**20  # the code reads the file inside a memory-limited sandbox
 READERS = {".csv": "read_csv", ".tsv": "read_csv", ".txt": "read_csv", ".json": "read_json", ".jsonl": "read_json",

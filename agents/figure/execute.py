@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents import sandbox
+from conclave.agents import sandbox
 
 HARNESS = Path(__file__).with_name("harness.py").read_text(encoding="utf-8")
 RESERVED = ("_harness.py", "figure_code.py", "report.json", "figure.png")

@@ -10,15 +10,15 @@ from contextlib import contextmanager
 
 from autogen_agentchat.messages import BaseChatMessage, TextMessage
 
-import prompts
-from agents import sandbox
-from agents.agentchat import SeamClient
-from agents.figure.config import FigureConfig, FigureError
-from agents.figure.data import describe
-from agents.figure.execute import RESERVED
-from agents.figure.team import Board, build
-from agents.figure.trace import FigureResult
-from agents.llm import LLM
+from conclave.prompts import loader as prompts
+from conclave.agents import sandbox
+from conclave.agents.agentchat import SeamClient
+from conclave.agents.figure.config import FigureConfig, FigureError
+from conclave.agents.figure.data import describe
+from conclave.agents.figure.execute import RESERVED
+from conclave.agents.figure.team import Board, build
+from conclave.agents.figure.trace import FigureResult
+from conclave.agents.llm import LLM
 
 SEES = {"report": "a report of what the figure holds, taken from the figure the code drew (you do not see the image)",
         "image": "the figure as an image, with a report of what it holds"}

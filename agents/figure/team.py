@@ -26,11 +26,11 @@ from autogen_agentchat.teams import DiGraphBuilder, GraphFlow
 from autogen_core import CancellationToken, Image
 from autogen_core.model_context import HeadAndTailChatCompletionContext
 
-from agents import sandbox
-from agents.figure.checklist import check, describe
-from agents.figure.execute import run_code
-from agents.figure.replies import extract_code, parse_critique
-from agents.figure.trace import Iteration
+from conclave.agents import sandbox
+from conclave.agents.figure.checklist import check, describe
+from conclave.agents.figure.execute import run_code
+from conclave.agents.figure.replies import extract_code, parse_critique
+from conclave.agents.figure.trace import Iteration
 
 
 @dataclass

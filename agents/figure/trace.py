@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.figure.checklist import ITEMS, score
+from conclave.agents.figure.checklist import ITEMS, score
 
 
 @dataclass

@@ -13,12 +13,12 @@ import dataclasses
 import re
 from typing import Callable
 
-import prompts
-from agents.flare.config import FlareConfig
-from agents.flare.queries import first_sentence, low_spans, masked_query
-from agents.flare.trace import FlareError, FlareResult, LowToken, Step
-from agents.llm import LLM, Completion, UnsupportedFeature
-from retrieval.hits import Hit, Retriever, rrf
+from conclave.prompts import loader as prompts
+from conclave.agents.flare.config import FlareConfig
+from conclave.agents.flare.queries import first_sentence, low_spans, masked_query
+from conclave.agents.flare.trace import FlareError, FlareResult, LowToken, Step
+from conclave.agents.llm import LLM, Completion, UnsupportedFeature
+from conclave.retrieval.hits import Hit, Retriever, rrf
 
 ANSWER_STOP = ("\n",)  # the answer is one paragraph; a new line is the model moving on
 LEADING_BREAKS = 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from local_models.generate import TokenLogprob
+from conclave.local_models.generate import TokenLogprob
 
 # a run of end punctuation (and closing quotes/brackets) followed by space or the end, or a line break
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)|\n")

@@ -7,11 +7,11 @@ import time
 from dataclasses import asdict
 from typing import Callable
 
-from agents.legal_audit.grade import Grader
-from agents.legal_audit.queries import CATEGORIES, Query
-from agents.legal_audit.systems import System
-from agents.legal_audit.trace import AuditItem, AuditResult
-from agents.llm import RequestRejected
+from conclave.agents.legal_audit.grade import Grader
+from conclave.agents.legal_audit.queries import CATEGORIES, Query
+from conclave.agents.legal_audit.systems import System
+from conclave.agents.legal_audit.trace import AuditItem, AuditResult
+from conclave.agents.llm import RequestRejected
 
 
 def select(queries: list[Query], categories: list[str] | None = None, limit: int | None = None) -> list[Query]:

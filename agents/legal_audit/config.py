@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from local_models.errors import ConclaveError
+from conclave.local_models.errors import ConclaveError
 
 
 class AuditError(ConclaveError):

@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agents.legal_audit.queries import Query
-from agents.legal_audit.text import content_words, sentences
-from agents.llm import LLM
-from prompts import render
-from retrieval.caselaw import Case
-from retrieval.citations import extract
+from conclave.agents.legal_audit.queries import Query
+from conclave.agents.legal_audit.text import content_words, sentences
+from conclave.agents.llm import LLM
+from conclave.prompts.loader import render
+from conclave.retrieval.caselaw import Case
+from conclave.retrieval.citations import extract
 
 _REFUSAL = re.compile(
     r"\b(i (?:do not|don't|cannot|can't|could not|couldn't|am unable to|am not able to|was unable to|would not|won't)"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.legal_audit import correctness, grounding
-from agents.legal_audit.queries import Query
-from agents.llm import LLM
-from retrieval.caselaw import Case
-from retrieval.citations import Citator, extract
+from conclave.agents.legal_audit import correctness, grounding
+from conclave.agents.legal_audit.queries import Query
+from conclave.agents.llm import LLM
+from conclave.retrieval.caselaw import Case
+from conclave.retrieval.citations import Citator, extract
 
 
 @dataclass

@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from agents.legal_audit.text import content_words, sentence_spans
-from agents.llm import LLM
-from prompts import render
-from retrieval.citations import Citator, extract
+from conclave.agents.legal_audit.text import content_words, sentence_spans
+from conclave.agents.llm import LLM
+from conclave.prompts.loader import render
+from conclave.retrieval.citations import Citator, extract
 
 SUPPORT_THRESHOLD = 0.5  # lexical: the share of the claim's content words found in the cited case
 

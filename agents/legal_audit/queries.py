@@ -7,9 +7,9 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from agents.legal_audit.config import AuditError
-from retrieval.caselaw import Case
-from retrieval.ingest import table
+from conclave.agents.legal_audit.config import AuditError
+from conclave.retrieval.caselaw import Case
+from conclave.retrieval.ingest import table
 
 CATEGORIES = ("general_research", "jurisdiction_time", "false_premise", "factual_recall")
 SAMPLE = Path(__file__).parent / "data"

@@ -6,11 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agents.llm import LLM, UnsupportedFeature
-from prompts import render
-from retrieval import Retriever
-
-
+from conclave.agents.llm import LLM, UnsupportedFeature
+from conclave.prompts.loader import render
+from conclave.retrieval.hits import Retriever
 @dataclass
 class Answer:
     text: str

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.legal_audit.queries import CATEGORIES
+from conclave.agents.legal_audit.queries import CATEGORIES
 
 CORRECTNESS = ("correct", "incorrect", "refusal")
 GROUNDEDNESS = ("grounded", "misgrounded", "ungrounded")

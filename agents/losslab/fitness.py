@@ -7,11 +7,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from agents import sandbox
-from agents.losslab.config import LossLabConfig
-from agents.losslab.gate import GateError, check_source
-from agents.losslab.trace import LossLabError
-from agents.memo import Memo, digest
+from conclave.agents import sandbox
+from conclave.agents.losslab.config import LossLabConfig
+from conclave.agents.losslab.gate import GateError, check_source
+from conclave.agents.losslab.trace import LossLabError
+from conclave.agents.memo import Memo, digest
 
 STDERR_TAIL = 1500  # characters of the sandbox's stderr sent back with a failure
 
@@ -46,7 +46,7 @@ def weights(config: LossLabConfig, data_dir: Path | None) -> str | None:
     """The language-model task's GGUF, checked before any candidate is judged."""
     if config.fitness != "lm":
         return None
-    from local_models import catalog
+    from conclave.local_models import catalog
 
     model = catalog.CATALOG.get(config.lm.model)
     if model is None or model.arch != "llama":
@@ -56,7 +56,7 @@ def weights(config: LossLabConfig, data_dir: Path | None) -> str | None:
     if data_dir is None or not catalog.is_installed(model, Path(data_dir)):
         raise LossLabError(f"{model.name} is not installed: conclave models pull {model.name}")
     path = catalog.weights_path(model, Path(data_dir))
-    from local_models.torch_lm import dequantize
+    from conclave.local_models.torch_lm import dequantize
 
     dequantize(path)  # once, here: the sandbox's file-size limit keeps candidates from writing it
     return str(path)
@@ -67,7 +67,7 @@ def _in_sandbox(code: str, config: LossLabConfig, data_dir: Path | None) -> Verd
            "weights": weights(config, data_dir)}
     seconds, memory = config.limits
     threads = config.lm.threads if config.fitness == "lm" else 1
-    out = sandbox.run_python(["-m", "agents.losslab.worker"], files={"job.json": json.dumps(job)},
+    out = sandbox.run_python(["-m", "conclave.agents.losslab.worker"], files={"job.json": json.dumps(job)},
                              collect=("result.json",),
                              limits=sandbox.Limits(timeout_s=seconds, memory_mb=memory, threads=threads))
     if "result.json" not in out.files:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 
-from agents.losslab.losses import SIGNATURE
+from conclave.agents.losslab.losses import SIGNATURE
 
 REQUIRED = f"def <name>({', '.join(SIGNATURE)}) -> losses of shape [batch]"
 

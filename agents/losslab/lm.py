@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from agents.losslab.config import LMConfig
-from agents.losslab.synthetic import mean_loss
-from local_models import torch_lm
-from local_models.torch_lm import chunked, sample, seq_logps
-from local_models.trainer import TrainConfig, Trainer, prepare
+from conclave.agents.losslab.config import LMConfig
+from conclave.agents.losslab.synthetic import mean_loss
+from conclave.local_models import torch_lm
+from conclave.local_models.torch_lm import chunked, sample, seq_logps
+from conclave.local_models.trainer import TrainConfig, Trainer, prepare
 
 
 @dataclass
@@ -56,9 +56,8 @@ class Sentiment:
 
 
 def snippets(seed: int) -> tuple[list[str], list[int]]:
-    from agents.evoprompt.tasks import read_rows
-    from retrieval import corpora
-
+    from conclave.agents.evoprompt.tasks import read_rows
+    from conclave.retrieval import corpora
     rows = [(t, 1 if c == "fresh" else 0) for t, c in read_rows(corpora.data_file("rotten-tomatoes"), "text", "category")
             if c in ("fresh", "rotten")]
     random.Random(seed).shuffle(rows)

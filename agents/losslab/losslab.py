@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import prompts
-from agents.llm import LLM, UnsupportedFeature
-from agents.losslab import losses
-from agents.losslab.config import LossLabConfig
-from agents.losslab.fitness import Verdict, judge, weights
-from agents.losslab.gate import REQUIRED
-from agents.losslab.trace import Candidate, LossLabError, LossLabResult
-from agents.memo import Memo
+from conclave.prompts import loader as prompts
+from conclave.agents.llm import LLM, UnsupportedFeature
+from conclave.agents.losslab import losses
+from conclave.agents.losslab.config import LossLabConfig
+from conclave.agents.losslab.fitness import Verdict, judge, weights
+from conclave.agents.losslab.gate import REQUIRED
+from conclave.agents.losslab.trace import Candidate, LossLabError, LossLabResult
+from conclave.agents.memo import Memo
 
 Event = Callable[[dict], None]
 Checkpoint = Callable[[int, dict], None]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.losslab.config import SyntheticConfig
+from conclave.agents.losslab.config import SyntheticConfig
 
 
 class TrainingFailed(Exception):

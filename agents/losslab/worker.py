@@ -19,8 +19,8 @@ def judge(job: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from agents.losslab.gate import GateError, check_function, check_source
-    from agents.losslab.synthetic import TrainingFailed
+    from conclave.agents.losslab.gate import GateError, check_function, check_source
+    from conclave.agents.losslab.synthetic import TrainingFailed
 
     torch.set_num_threads(1)
     out = {"stage": "load", "error": None}
@@ -43,8 +43,8 @@ def judge(job: dict) -> dict:
 
 
 def _synthetic(fn, job: dict) -> tuple[list[float], list]:
-    from agents.losslab.config import SyntheticConfig
-    from agents.losslab.synthetic import headroom, reward_at_kl, train
+    from conclave.agents.losslab.config import SyntheticConfig
+    from conclave.agents.losslab.synthetic import headroom, reward_at_kl, train
 
     c = SyntheticConfig(**job["task"])
     per_seed, trajectories = [], []
@@ -56,9 +56,9 @@ def _synthetic(fn, job: dict) -> tuple[list[float], list]:
 
 
 def _lm(fn, job: dict) -> tuple[list[float], list]:
-    from agents.losslab.config import LMConfig
-    from agents.losslab.lm import Experiment
-    from agents.losslab.synthetic import reward_at_kl
+    from conclave.agents.losslab.config import LMConfig
+    from conclave.agents.losslab.lm import Experiment
+    from conclave.agents.losslab.synthetic import reward_at_kl
 
     c = LMConfig(**job["task"])
     tr = Experiment(c, job["weights"]).train(fn, c.beta)

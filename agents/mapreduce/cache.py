@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from agents.llm import Completion
-from agents.memo import Memo, digest
+from conclave.agents.llm import Completion
+from conclave.agents.memo import Memo, digest
 
 
 @dataclass(frozen=True)

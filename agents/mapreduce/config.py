@@ -44,7 +44,7 @@ class MapReduceConfig(BaseModel):
         if self.task == "extract":
             if not self.json_schema:
                 raise ValueError("task 'extract' needs a JSON schema (json_schema)")
-            from agents.mapreduce.extract import schema_problem
+            from conclave.agents.mapreduce.extract import schema_problem
 
             problem = schema_problem(self.json_schema)
             if problem:

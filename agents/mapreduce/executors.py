@@ -10,8 +10,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from agents.llm import LLM
-from agents.mapreduce.cache import Answer
+from conclave.agents.llm import LLM
+from conclave.agents.mapreduce.cache import Answer
 
 
 @dataclass(frozen=True)

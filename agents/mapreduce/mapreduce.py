@@ -24,17 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import prompts
-from agents.aio import gather_all
-from agents.llm import LLM, UnsupportedFeature
-from agents.mapreduce.cache import Answer, Cache, key
-from agents.mapreduce.config import MapReduceConfig
-from agents.mapreduce.executors import Call, Executor, LocalExecutor
-from agents.mapreduce.extract import parse
-from agents.mapreduce.split import offsets, token_splitter, truncate
-from agents.mapreduce.trace import MapAnswer, MapReduceError, MapReduceResult, Merge, Part
-from prompts import Rendered
-from retrieval.ingest import Chunk, Record
+from conclave.prompts import loader as prompts
+from conclave.agents.aio import gather_all
+from conclave.agents.llm import LLM, UnsupportedFeature
+from conclave.agents.mapreduce.cache import Answer, Cache, key
+from conclave.agents.mapreduce.config import MapReduceConfig
+from conclave.agents.mapreduce.executors import Call, Executor, LocalExecutor
+from conclave.agents.mapreduce.extract import parse
+from conclave.agents.mapreduce.split import offsets, token_splitter, truncate
+from conclave.agents.mapreduce.trace import MapAnswer, MapReduceError, MapReduceResult, Merge, Part
+from conclave.prompts.loader import Rendered
+from conclave.retrieval.ingest import Chunk, Record
 
 PROMPTS = {  # task -> (map prompt, merge prompt); the merge prompt serves collapse and reduce alike
     "summarize": ("mapreduce_map_summarize", "mapreduce_reduce_summarize"),
@@ -76,7 +76,7 @@ async def arun(config: MapReduceConfig, llm: LLM, documents: list[Record], *, ca
 
 def read_documents(paths: list[Path | str]) -> list[Record]:
     """Records from files and folders (.txt .md .jsonl .pdf), as retrieval ingests them."""
-    from retrieval.ingest import files, read
+    from conclave.retrieval.ingest import files, read
 
     if not paths:
         raise MapReduceError("give at least one file or folder to read")

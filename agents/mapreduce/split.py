@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from retrieval.ingest import Chunk, Record, Splitter
+from conclave.retrieval.ingest import Chunk, Record, Splitter
 
 Count = Callable[[str], int]
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from agents.modellab import config as _c
-from agents.modellab.lab import Lab
-from agents.modellab.trace import LabError, LabResult
+from conclave.agents.modellab import config as _c
+from conclave.agents.modellab.lab import Lab
+from conclave.agents.modellab.trace import LabError, LabResult
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Recipe:
     summary: str
 
     def run(self, config, lab: Lab) -> LabResult:
-        return importlib.import_module(f"agents.modellab.{self.module}").run(config, lab)
+        return importlib.import_module(f"conclave.agents.modellab.{self.module}").run(config, lab)
 
 
 RECIPES = {r.name: r for r in (

@@ -12,11 +12,11 @@ from __future__ import annotations
 import random
 import statistics
 
-from agents.modellab.config import AdemamixConfig
-from agents.modellab.data import extracts
-from agents.modellab.lab import Lab
-from agents.modellab.trace import Curve, LabResult
-from local_models.trainer import TrainConfig, eval_loss, lm_loss
+from conclave.agents.modellab.config import AdemamixConfig
+from conclave.agents.modellab.data import extracts
+from conclave.agents.modellab.lab import Lab
+from conclave.agents.modellab.trace import Curve, LabResult
+from conclave.local_models.trainer import TrainConfig, eval_loss, lm_loss
 
 
 def run(c: AdemamixConfig, lab: Lab) -> LabResult:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from local_models.trainer import TrainConfig
+from conclave.local_models.trainer import TrainConfig
 
 SMOL = "smollm2-135m-instruct"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import random
 
-from agents.modellab.trace import LabError
+from conclave.agents.modellab.trace import LabError
 
 
 def _wikipedia():
-    from retrieval import corpora
-    from retrieval.hits import RetrievalError
+    from conclave.retrieval import corpora
+    from conclave.retrieval.hits import RetrievalError
 
     try:
         return corpora.wikipedia()

@@ -20,12 +20,12 @@ import struct
 
 import torch
 
-from agents.modellab.config import GoldfishConfig
-from agents.modellab.data import extracts
-from agents.modellab.lab import Lab
-from agents.modellab.trace import Curve, LabResult
-from local_models import torch_lm
-from local_models.trainer import eval_loss, lm_loss
+from conclave.agents.modellab.config import GoldfishConfig
+from conclave.agents.modellab.data import extracts
+from conclave.agents.modellab.lab import Lab
+from conclave.agents.modellab.trace import Curve, LabResult
+from conclave.local_models import torch_lm
+from conclave.local_models.trainer import eval_loss, lm_loss
 
 
 def keep_mask(ids: list[int], k: int, h: int, key: int = 0) -> list[bool]:

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from agents.modellab.trace import LabError
-from local_models.trainer import TrainConfig, Trainer, prepare
+from conclave.agents.modellab.trace import LabError
+from conclave.local_models.trainer import TrainConfig, Trainer, prepare
 
 Event = Callable[[dict], None]
 
@@ -30,8 +30,8 @@ class Lab:
         self._models: dict[str, tuple] = {}
 
     def weights(self, name: str) -> Path:
-        from local_models import catalog
-        from local_models.errors import ConclaveError as ModelError
+        from conclave.local_models import catalog
+        from conclave.local_models.errors import ConclaveError as ModelError
 
         spec = catalog.CATALOG.get(name)
         if spec is None:
@@ -44,7 +44,7 @@ class Lab:
     def model(self, name: str):
         """(tokenizer, model) for a catalog model, loaded once per run; the model is frozen and
         shared: train a ``copy``."""
-        from local_models import torch_lm
+        from conclave.local_models import torch_lm
 
         if name not in self._models:
             self.emit({"kind": "loading", "model": name})

@@ -22,12 +22,12 @@ import statistics
 
 import torch
 
-from agents.modellab.config import MiniLLMConfig
-from agents.modellab.data import chat, instructions
-from agents.modellab.lab import Lab
-from agents.modellab.trace import Curve, LabError, LabResult
-from local_models import torch_lm
-from local_models.trainer import lm_loss
+from conclave.agents.modellab.config import MiniLLMConfig
+from conclave.agents.modellab.data import chat, instructions
+from conclave.agents.modellab.lab import Lab
+from conclave.agents.modellab.trace import Curve, LabError, LabResult
+from conclave.local_models import torch_lm
+from conclave.local_models.trainer import lm_loss
 
 
 def reverse_kl_terms(student_tok: torch.Tensor, teacher_tok: torch.Tensor, student_all: torch.Tensor,

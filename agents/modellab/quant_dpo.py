@@ -21,13 +21,13 @@ import random
 
 import torch
 
-from agents.losslab.losses import dpo
-from agents.modellab.config import QuantDPOConfig
-from agents.modellab.data import chat, instructions
-from agents.modellab.lab import Lab
-from agents.modellab.trace import Curve, LabError, LabResult
-from local_models import torch_lm
-from local_models.trainer import LORA_TARGETS
+from conclave.agents.losslab.losses import dpo
+from conclave.agents.modellab.config import QuantDPOConfig
+from conclave.agents.modellab.data import chat, instructions
+from conclave.agents.modellab.lab import Lab
+from conclave.agents.modellab.trace import Curve, LabError, LabResult
+from conclave.local_models import torch_lm
+from conclave.local_models.trainer import LORA_TARGETS
 
 
 def fake_quantize(w: torch.Tensor, bits: int, group: int) -> torch.Tensor:

@@ -19,12 +19,12 @@ import math
 import random
 import statistics
 
-from agents.losslab.lm import Sentiment, snippets
-from agents.modellab.config import RestConfig
-from agents.modellab.lab import Lab
-from agents.modellab.trace import Curve, LabResult
-from local_models import torch_lm
-from local_models.trainer import lm_loss
+from conclave.agents.losslab.lm import Sentiment, snippets
+from conclave.agents.modellab.config import RestConfig
+from conclave.agents.modellab.lab import Lab
+from conclave.agents.modellab.trace import Curve, LabResult
+from conclave.local_models import torch_lm
+from conclave.local_models.trainer import lm_loss
 
 Example = tuple[list[int], list[int]]  # (prompt, continuation)
 NOISE = 0.03  # about two standard errors of a mean reward over ~100 samples

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from agents.modellab.config import SquashConfig
-from agents.modellab.data import chat
-from agents.modellab.lab import Lab
-from agents.modellab.trace import Curve, LabError, LabResult
-from local_models import torch_lm
+from conclave.agents.modellab.config import SquashConfig
+from conclave.agents.modellab.data import chat
+from conclave.agents.modellab.lab import Lab
+from conclave.agents.modellab.trace import Curve, LabError, LabResult
+from conclave.local_models import torch_lm
 
 
 def run_ids(unit: list[int], n: int, comma: list[int] | None, every: int) -> list[int]:

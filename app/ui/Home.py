@@ -4,8 +4,8 @@ import time
 
 import streamlit as st
 
-from app.ui.common import page, registry, settings, store, took, when
-from local_models import catalog
+from conclave.app.ui.common import page, registry, settings, store, took, when
+from conclave.local_models import catalog
 
 s = settings()
 page("Conclave")

@@ -11,10 +11,10 @@ from typing import Callable
 
 import streamlit as st
 
-from app.settings import Settings, load_settings
-from app.store import Run, RunStore
-from app.ui.background import Background, Registry
-from local_models import catalog
+from conclave.app.settings import Settings, load_settings
+from conclave.app.store import Run, RunStore
+from conclave.app.ui.background import Background, Registry
+from conclave.local_models import catalog
 
 
 def page(title: str) -> None:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.attention.naive import attention_naive, decode_naive, ring_positions, visible
+from conclave.kernels.attention.naive import attention_naive, decode_naive, ring_positions, visible
 
 
 def attention_decode(q, k_cache, v_cache, slots, pos, *, scale: float, window: int | None = None,
                      softcap: float | None = None):
     """Same contract as ``decode_naive``."""
     if q.is_cuda:
-        from kernels.attention.decode import attention_decode_split
+        from conclave.kernels.attention.decode import attention_decode_split
 
         return attention_decode_split(q, k_cache, v_cache, slots, pos, scale=scale, window=window, softcap=softcap)
     if softcap is not None or q.dtype == torch.float64:

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention.online import online_update
+from conclave.kernels.attention.online import online_update
 
 
 @triton.jit

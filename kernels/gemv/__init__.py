@@ -8,7 +8,7 @@ Measured on 2 cores (AMD EPYC, cold weights): 25-45 GB/s for 1 to 8 rows, where 
 own products give 9-11 GB/s for 8 rows (MKL) and oneDNN's on a packed weight 15-24.
 """
 
-from kernels.gemv.cpu import available, gemv_panels, pack
-from kernels.gemv.naive import gemv_naive
+from conclave.kernels.gemv.cpu import available, gemv_panels, pack
+from conclave.kernels.gemv.naive import gemv_naive
 
 __all__ = ["available", "gemv_naive", "gemv_panels", "pack"]

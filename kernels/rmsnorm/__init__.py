@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from kernels.rmsnorm.naive import rms_norm_naive
+from conclave.kernels.rmsnorm.naive import rms_norm_naive
 
 
 def rms_norm(x, weight, eps: float, residual=None):
     if x.is_cuda:
-        from kernels.rmsnorm.fused import rms_norm_fused
+        from conclave.kernels.rmsnorm.fused import rms_norm_fused
 
         return rms_norm_fused(x, weight, eps, residual)
     # on the CPU, torch's own op: the same arithmetic as the specification, fewer calls

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from kernels.rope.naive import inv_freq, rope_naive, rope_tables
+from conclave.kernels.rope.naive import inv_freq, rope_naive, rope_tables
 
 
 def rope(x, cos, sin):
     if x.is_cuda:
-        from kernels.rope.fused import rope_fused
+        from conclave.kernels.rope.fused import rope_fused
 
         return rope_fused(x, cos, sin)
     return rope_naive(x, cos, sin)

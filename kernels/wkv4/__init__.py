@@ -16,14 +16,14 @@ import functools
 
 import torch
 
-from kernels.wkv4.naive import EMPTY_P, wkv4_naive, zero_state
-from kernels.wkv4.scan import wkv4_scan
+from conclave.kernels.wkv4.naive import EMPTY_P, wkv4_naive, zero_state
+from conclave.kernels.wkv4.scan import wkv4_scan
 
 IMPLS = ("naive", "scan", "fused_recurrent", "split")
 
 
 def _triton(name: str):
-    from kernels.wkv4 import fused_recurrent
+    from conclave.kernels.wkv4 import fused_recurrent
 
     return getattr(fused_recurrent, f"wkv4_{name}")
 

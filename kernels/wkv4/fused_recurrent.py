@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.wkv4.naive import EMPTY_P
+from conclave.kernels.wkv4.naive import EMPTY_P
 
 
 @triton.jit

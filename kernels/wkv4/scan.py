@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.wkv4.naive import EMPTY_P, compute_dtype, zero_state
+from conclave.kernels.wkv4.naive import EMPTY_P, compute_dtype, zero_state
 
 CHUNK = 16
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from local_models.engine import TokenEngine
-from local_models.errors import BackendUnavailable
+from conclave.local_models.engine import TokenEngine
+from conclave.local_models.errors import BackendUnavailable
 
 Loader = Callable[..., TokenEngine]
 ENGINES: dict[str, Loader] = {}
@@ -27,8 +27,8 @@ def register(*archs: str):
 
 
 def load(path: Path, arch: str, **options) -> TokenEngine:
-    import local_models.rwkv  # noqa: F401  (these register their loaders)
-    import local_models.transformer  # noqa: F401
+    import conclave.local_models.rwkv  # noqa: F401  (these register their loaders)
+    import conclave.local_models.transformer  # noqa: F401
 
     loader = ENGINES.get(arch)
     if loader is None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from local_models.errors import ModelNotFound, WeightsCorrupt
-from local_models.rwkv import weights
-from local_models.rwkv.model import GraphedStep, Rwkv4, State
-from local_models.hf_text import HFTokenizer
-from local_models.rwkv.tokenizer import WorldTokenizer
-from local_models.slots import SlotEngine
+from conclave.local_models.errors import ModelNotFound, WeightsCorrupt
+from conclave.local_models.rwkv import weights
+from conclave.local_models.rwkv.model import GraphedStep, Rwkv4, State
+from conclave.local_models.hf_text import HFTokenizer
+from conclave.local_models.rwkv.tokenizer import WorldTokenizer
+from conclave.local_models.slots import SlotEngine
 
 TOKENIZER_FILES = ("tokenizer.json", "20B_tokenizer.json")
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from kernels.wkv4 import EMPTY_P, wkv4
-from local_models.dense import Dense
+from conclave.kernels.wkv4 import EMPTY_P, wkv4
+from conclave.local_models.dense import Dense
 
 
 @dataclass(frozen=True)

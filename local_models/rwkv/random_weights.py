@@ -48,7 +48,7 @@ def save_checkpoint(path: Path, n_layer: int, n_embd: int, vocab: int, **kw) -> 
 def random_model(c, *, dtype=torch.bfloat16, device="cuda", seed: int = 0):
     """An RWKV-4 model of config ``c`` with random weights made where it will run: for
     shapes (7B) whose checkpoint would take longer to write and read than to benchmark."""
-    from local_models.rwkv.model import Rwkv4
+    from conclave.local_models.rwkv.model import Rwkv4
 
     torch.manual_seed(seed)
     with torch.device(device):

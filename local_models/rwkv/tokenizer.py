@@ -12,7 +12,7 @@ import ast
 import importlib.util
 from pathlib import Path
 
-from local_models.errors import ModelNotFound, WeightsCorrupt
+from conclave.local_models.errors import ModelNotFound, WeightsCorrupt
 
 WORLD_VOCAB = "rwkv_vocab_v20230424.txt"
 

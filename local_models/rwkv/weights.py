@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from local_models.errors import BackendUnavailable, WeightsCorrupt
-from local_models.rwkv.model import Rwkv4, RwkvConfig
+from conclave.local_models.errors import BackendUnavailable, WeightsCorrupt
+from conclave.local_models.rwkv.model import Rwkv4, RwkvConfig
 
 # HF names -> official names, applied to the part after "rwkv."
 _HF_RENAMES = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from local_models.errors import BackendUnavailable, WeightsCorrupt
-from local_models.transformer.rope_scaling import RopeScaling
+from conclave.local_models.errors import BackendUnavailable, WeightsCorrupt
+from conclave.local_models.transformer.rope_scaling import RopeScaling
 
 ARCHS = ("llama", "mistral", "qwen2", "gemma3")
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from local_models.errors import ModelNotFound, WeightsCorrupt
-from local_models.hf_text import HFText
-from local_models.slots import SlotEngine
-from local_models.transformer import weights
-from local_models.transformer.model import GraphedDecode, Transformer
+from conclave.local_models.errors import ModelNotFound, WeightsCorrupt
+from conclave.local_models.hf_text import HFText
+from conclave.local_models.slots import SlotEngine
+from conclave.local_models.transformer import weights
+from conclave.local_models.transformer.model import GraphedDecode, Transformer
 
 
 class TransformerEngine(SlotEngine):
@@ -116,7 +116,7 @@ def load(path: Path, *, n_ctx: int = 4096, n_slots: int = 1, dtype: torch.dtype 
             raise WeightsCorrupt(f"{path}/tokenizer.json has {text.n_vocab} tokens but the model embeds only "
                                  f"{model.config.vocab_size}: it is not this model's tokenizer")
     else:
-        from local_models.llamacpp import LlamaCppVocab
+        from conclave.local_models.llamacpp import LlamaCppVocab
 
         model = weights.load_gguf(path, dtype=dtype, device=device, kv_share=kv_share)
         text = LlamaCppVocab(path, name=name or path.name)

@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.attention import attention_decode, attention_naive, ring_positions, visible
-from kernels.rmsnorm import rms_norm
-from kernels.rope import rope, rope_tables
-from local_models.dense import Dense
-from local_models.transformer.config import Config
-from local_models.transformer.rope_scaling import frequencies
+from conclave.kernels.attention import attention_decode, attention_naive, ring_positions, visible
+from conclave.kernels.rmsnorm import rms_norm
+from conclave.kernels.rope import rope, rope_tables
+from conclave.local_models.dense import Dense
+from conclave.local_models.transformer.config import Config
+from conclave.local_models.transformer.rope_scaling import frequencies
 
 
 class RMSNorm(nn.Module):
@@ -164,7 +164,7 @@ class Attention(nn.Module):
         order), masked by position."""
         c = self.c
         if q.is_cuda:
-            from kernels.attention.prefill import attention_prefill
+            from conclave.kernels.attention.prefill import attention_prefill
 
             return attention_prefill(q, k, v, q_pos, k_pos, scale=c.scale, window=self.window, softcap=c.attn_softcap,
                                      ordered_from=n_cached)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.rope import inv_freq
+from conclave.kernels.rope import inv_freq
 
 KINDS = ("linear", "llama3", "yarn", "factors")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from local_models.errors import WeightsCorrupt
-from local_models.transformer.config import Config, from_gguf, from_hf
-from local_models.transformer.model import Transformer
+from conclave.local_models.errors import WeightsCorrupt
+from conclave.local_models.transformer.config import Config, from_gguf, from_hf
+from conclave.local_models.transformer.model import Transformer
 
 _HF = [
     (r"model\.embed_tokens\.weight", "embed.weight"),

@@ -3,9 +3,9 @@
 import httpx
 import streamlit as st
 
-from app.ui.common import page, settings
-from local_models import catalog
-from local_models.errors import ConclaveError
+from conclave.app.ui.common import page, settings
+from conclave.local_models import catalog
+from conclave.local_models.errors import ConclaveError
 
 s = settings()
 page("Models")

@@ -6,9 +6,9 @@ import matplotlib.pyplot as plt
 import streamlit as st
 from pydantic import ValidationError
 
-from agents.evoprompt import RECIPES, EvoConfig, EvoResult
-from app.evoprompt import execute, make_spec, parse_verbalizer
-from app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store, unfinished
+from conclave.agents.evoprompt import RECIPES, EvoConfig, EvoResult
+from conclave.app.evoprompt import execute, make_spec, parse_verbalizer
+from conclave.app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store, unfinished
 
 page("EvoPrompt")
 st.title("EvoPrompt")

@@ -6,11 +6,11 @@ from pathlib import Path
 import streamlit as st
 from pydantic import ValidationError
 
-from agents.mapreduce import MapReduceConfig, MapReduceResult
-from app.mapreduce import execute
-from app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store
-from retrieval import RetrievalError, corpora
-
+from conclave.agents.mapreduce import MapReduceConfig, MapReduceResult
+from conclave.app.mapreduce import execute
+from conclave.app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store
+from conclave.retrieval import corpora
+from conclave.retrieval.hits import RetrievalError
 page("Map-reduce")
 st.title("Map-reduce")
 st.caption("The documents are cut into parts that fit the model, each part is read on its own (map), and the answers "

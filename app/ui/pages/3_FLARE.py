@@ -5,11 +5,11 @@ import json
 import streamlit as st
 from pydantic import ValidationError
 
-from agents.flare import FlareConfig, FlareResult
-from app.flare import execute
-from app.ui.common import history, live, model_choices, page, registry, settings, store
-from retrieval import RetrievalError
-from retrieval.index import chroma_client, list_indexes
+from conclave.agents.flare import FlareConfig, FlareResult
+from conclave.app.flare import execute
+from conclave.app.ui.common import history, live, model_choices, page, registry, settings, store
+from conclave.retrieval.hits import RetrievalError
+from conclave.retrieval.index import chroma_client, list_indexes
 
 page("FLARE")
 st.title("FLARE")

@@ -7,9 +7,9 @@ import matplotlib.pyplot as plt
 import streamlit as st
 from pydantic import ValidationError
 
-from agents.losslab import BUILTIN, LossLabConfig, LossLabResult
-from app.losslab import execute
-from app.ui.common import history, live, model_choices, page, registry, settings, store, unfinished
+from conclave.agents.losslab import BUILTIN, LossLabConfig, LossLabResult
+from conclave.app.losslab import execute
+from conclave.app.ui.common import history, live, model_choices, page, registry, settings, store, unfinished
 
 page("Loss lab")
 st.title("Loss lab")

@@ -6,10 +6,10 @@ import json
 import streamlit as st
 from pydantic import ValidationError
 
-from agents.figure import FigureConfig, FigureResult
-from agents.figure.checklist import ITEMS
-from app.figure import execute
-from app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store
+from conclave.agents.figure import FigureConfig, FigureResult
+from conclave.agents.figure.checklist import ITEMS
+from conclave.app.figure import execute
+from conclave.app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store
 
 page("Figure team")
 st.title("Figure team")

@@ -8,10 +8,10 @@ import matplotlib.pyplot as plt
 import streamlit as st
 from pydantic import ValidationError
 
-from agents.legal_audit import CATEGORIES, AuditConfig, AuditResult, SystemSpec
-from agents.legal_audit.trace import CORRECTNESS, GROUNDEDNESS
-from app.legal_audit import execute
-from app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store, unfinished
+from conclave.agents.legal_audit import CATEGORIES, AuditConfig, AuditResult, SystemSpec
+from conclave.agents.legal_audit.trace import CORRECTNESS, GROUNDEDNESS
+from conclave.app.legal_audit import execute
+from conclave.app.ui.common import history, live, model_choices, page, registry, save_upload, settings, store, unfinished
 
 page("Legal audit")
 st.title("Legal audit")

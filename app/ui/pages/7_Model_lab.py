@@ -8,9 +8,9 @@ import matplotlib.pyplot as plt
 import streamlit as st
 from pydantic import ValidationError
 
-from agents.modellab import RECIPES, LabResult
-from app.modellab import execute
-from app.ui.common import history, live, page, registry, settings, store, unfinished
+from conclave.agents.modellab import RECIPES, LabResult
+from conclave.app.modellab import execute
+from conclave.app.ui.common import history, live, page, registry, settings, store, unfinished
 
 page("Model lab")
 st.title("Model lab")

@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from app.ui.common import page, store, took, when
+from conclave.app.ui.common import page, store, took, when
 
 page("Runs")
 st.title("Runs")

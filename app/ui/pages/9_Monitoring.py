@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from scipy.stats import ks_2samp
 
-from app.ui.common import page, store
+from conclave.app.ui.common import page, store
 
 page("Monitoring")
 st.title("Monitoring")

@@ -26,7 +26,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from local_models.errors import ConclaveError
+from conclave.local_models.errors import ConclaveError
 
 LIBRARY = Path(__file__).parent / "library"
 ROLES = {"system", "user", "assistant"}

@@ -1,1 +1,0 @@
-"""Triton kernels, each beside the readable torch reference that specifies it."""
