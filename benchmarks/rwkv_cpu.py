@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from conclave.kernels import gemv
 from conclave.local_models.rwkv import weights
 from conclave.local_models.rwkv.random_weights import save_checkpoint
 
@@ -32,6 +33,12 @@ def best(fn, rounds: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def product_path() -> str:
+    """Which product the native engine's decoding rows (up to 16, float32) take in
+    local_models/dense.py: without it in the table, torch's fallback reads as the kernel's."""
+    return "C kernel (kernels/gemv)" if gemv.available() else "torch fallback (no C compiler on PATH)"
 
 
 def main() -> None:
@@ -46,6 +53,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    products = product_path()  # before any timing: a kernel that fails to build stops the run here
     os.environ.setdefault("RWKV_CUDA_ON", "0")
     from rwkv.model import RWKV
 
@@ -96,7 +104,8 @@ def main() -> None:
 
     n_params = sum(p.numel() for p in ours.parameters())
     table = Table(title=f"RWKV-4 L{args.layers} D{args.embd} V{args.vocab} ({n_params / 1e6:.0f}M), fp32, "
-                        f"{args.threads} threads, {platform.processor() or platform.machine()}")
+                        f"{args.threads} threads, {platform.processor() or platform.machine()}; "
+                        f"native decode products: {products}")
     for col in ("measure", "rwkv package (anchor)", "native", "ratio", "goal"):
         table.add_column(col, justify="right" if col != "measure" else "left")
     pre_ref, pre_our = args.prompt / t_ref_pre, args.prompt / t_our_pre

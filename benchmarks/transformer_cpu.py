@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conclave.app.settings import load_settings
+from conclave.kernels import gemv
 from conclave.local_models import catalog, torch_lm
 from conclave.local_models.llamacpp import LlamaCppEngine
 from conclave.local_models.transformer.engine import load
@@ -35,6 +36,12 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def product_path() -> str:
+    """Which product the native engine's decoding rows (up to 16, float32) take in
+    local_models/dense.py: without it in the table, torch's fallback reads as the kernel's."""
+    return "C kernel (kernels/gemv)" if gemv.available() else "torch fallback (no C compiler on PATH)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -43,6 +50,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    products = product_path()  # before any timing: a kernel that fails to build stops the run here
     settings = load_settings()
     spec = catalog.resolve(args.model or settings.model)
     path = catalog.ensure_weights(spec, settings.data_dir)
@@ -73,7 +81,8 @@ def main() -> None:
 
     our_generate(ids[:1])  # warm-up
     hf_generate(ids[:1])
-    table = Table(title=f"{spec.name} decode, greedy, {args.new} new tokens, {args.threads} threads")
+    table = Table(title=f"{spec.name} decode, greedy, {args.new} new tokens, {args.threads} threads; "
+                        f"native decode products: {products}")
     for col in ("batch", "HF generate fp32 (anchor)", "native fp32", "ratio", "goal", "llama.cpp Q4_1", "llama.cpp lead"):
         table.add_column(col, justify="right")
     lc_rate = args.new / timed(lc_generate)

@@ -2,10 +2,12 @@
 through its interpreter without a GPU (conftest.py), at real shapes with one."""
 
 import importlib.util
+import shutil
 
 import pytest
 import torch
 
+from conclave.kernels.gemv import cpu as gemv_cpu
 from conclave.kernels.rmsnorm import rms_norm, rms_norm_naive
 from conclave.kernels.attention import attention_naive, decode_naive, ring_positions
 from conclave.kernels.rope import inv_freq, rope, rope_naive, rope_tables
@@ -212,7 +214,44 @@ def test_decode_attention_at_real_shape_gpu():
     assert rel(out, ref) < 2e-2
 
 
-@pytest.mark.skipif(not __import__("conclave.kernels.gemv", fromlist=["available"]).available(), reason="no C compiler")
+# on PATH, not "the kernel built": a compiler whose build fails must fail these tests, not skip them
+needs_cc = pytest.mark.skipif(not any(shutil.which(cc) for cc in gemv_cpu.COMPILERS), reason="no C compiler on PATH")
+
+
+@needs_cc
+def test_gemv_kernel_available_where_a_compiler_is():
+    from conclave.kernels.gemv import available
+
+    assert available()
+
+
+def test_gemv_failed_build_raises_with_the_compilers_stderr(tmp_path, monkeypatch):
+    if gemv_cpu.compiler() is None:
+        pytest.skip("no C compiler on PATH")
+    broken = tmp_path / "panels.c"
+    broken.write_text("void gemv_panels(void) { this is not C; }\n")
+    monkeypatch.setattr(gemv_cpu, "SOURCE", broken)
+    gemv_cpu._library.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="failed to build") as e:
+            gemv_cpu.available()
+        assert "panels.c" in str(e.value) and "error" in str(e.value)  # the compiler's own diagnostic
+    finally:
+        monkeypatch.undo()
+        gemv_cpu._library.cache_clear()  # the next caller builds the real kernel
+
+
+def test_gemv_unavailable_only_without_a_compiler(monkeypatch):
+    monkeypatch.setattr(gemv_cpu.shutil, "which", lambda name: None)
+    gemv_cpu._library.cache_clear()
+    try:
+        assert not gemv_cpu.available()
+    finally:
+        monkeypatch.undo()
+        gemv_cpu._library.cache_clear()
+
+
+@needs_cc
 @pytest.mark.parametrize("M,K,N", [(1, 576, 3072), (2, 64, 33), (8, 96, 64), (11, 40, 100), (16, 576, 960)])
 def test_gemv_panels(M, K, N):
     """The C kernel against float64, row counts on both sides of its 8-row blocks, widths

@@ -1,6 +1,8 @@
 """The C kernel (panels.c): built with the system's C compiler the first time a process
 needs it (a fraction of a second), loaded through ctypes, which lets go of the GIL while
-it runs. Where no compiler works, ``available()`` is False and callers take torch's path."""
+it runs. Where no C compiler is on PATH, ``available()`` is False and callers take torch's
+path; where one is but the build fails, it raises with the compiler's stderr, so that a
+broken build is never taken for a missing compiler (and torch's figures for the kernel's)."""
 
 from __future__ import annotations
 
@@ -15,27 +17,39 @@ import torch
 
 PANEL = 32
 SOURCE = Path(__file__).with_name("panels.c")
+COMPILERS = ("cc", "gcc")  # tried in this order on PATH
+
+
+def compiler() -> str | None:
+    """The C compiler the kernel is built with, None where there is none on PATH."""
+    return next(filter(None, map(shutil.which, COMPILERS)), None)
 
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
-    cc = shutil.which("cc") or shutil.which("gcc")
+    cc = compiler()
     if cc is None:
         return None
     with tempfile.TemporaryDirectory(prefix="conclave-gemv-") as tmp:  # a loaded library outlives its file
         out = Path(tmp) / "panels.so"
+        cmd = [cc, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(SOURCE), "-o", str(out)]
         try:
-            subprocess.run([cc, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(SOURCE), "-o", str(out)],
-                           check=True, capture_output=True, timeout=120)
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(f"the gemv kernel failed to build (exit {e.returncode}): {' '.join(cmd)}\n{e.stderr}") from e
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise RuntimeError(f"the gemv kernel failed to build: {' '.join(cmd)}: {e}") from e
+        try:
             lib = ctypes.CDLL(str(out))
-        except (OSError, subprocess.SubprocessError):
-            return None
+        except OSError as e:
+            raise RuntimeError(f"the gemv kernel was built by {cc} but does not load: {e}") from e
     lib.gemv_panels.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3 + [ctypes.c_int]
     lib.gemv_panels.restype = None
     return lib
 
 
 def available() -> bool:
+    """False only where no C compiler is on PATH; a compiler whose build fails raises."""
     return _library() is not None
 
 
@@ -52,7 +66,7 @@ def gemv_panels(x: torch.Tensor, panels: torch.Tensor, n_out: int) -> torch.Tens
     """x [M, in] (float32) @ the packed W -> [M, n_out]."""
     lib = _library()
     if lib is None:
-        raise RuntimeError("the gemv kernel could not be built here (no working C compiler)")
+        raise RuntimeError(f"the gemv kernel needs a C compiler ({' or '.join(COMPILERS)}) on PATH")
     if x.dtype != torch.float32 or panels.dtype != torch.float32 or x.shape[-1] != panels.shape[1]:
         raise ValueError(f"gemv: x {tuple(x.shape)} {x.dtype} does not fit panels {tuple(panels.shape)} {panels.dtype}")
     x = x.contiguous()
