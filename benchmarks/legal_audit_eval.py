@@ -1,8 +1,12 @@
 """The legal audit, evaluated three ways.
 
-1. Agreement with human labels: Cohen's kappa, per axis, between the automatic grader and
-   the hand-labelled responses in ``benchmarks/data/legal_labels_dev.jsonl`` (anchor: the
-   paper's two human graders, kappa = 0.77; goal >= 0.7). With ``--judge MODEL`` the grader
+1. Agreement with labels: Cohen's kappa, per axis, between the automatic grader and the
+   labelled responses in ``benchmarks/data/legal_labels_dev.jsonl``. Those labels were
+   written with the grader and tuned against since, so on them this is a regression figure,
+   not agreement with people: that needs labels no rule was tuned on, kept outside the
+   repository (goal >= 0.7;
+   the paper's two human graders reached kappa = 0.77, quoted beside ours, never divided by:
+   it was not measured here, on these labels). With ``--judge MODEL`` the grader
    is also measured with that model deciding what the rules leave open.
 2. Citation checking: precision and recall of "not a real citation of this case" over the
    case table's real citations, the dev set's fabricated ones, generated fabrications (a page
@@ -39,7 +43,7 @@ from conclave.retrieval.caselaw import load_cases  # noqa: E402
 from conclave.retrieval.citations import Citator, extract  # noqa: E402
 
 LABELS = ROOT / "benchmarks" / "data" / "legal_labels_dev.jsonl"
-HUMAN_KAPPA = 0.77
+HUMAN_KAPPA = 0.77  # the paper's inter-grader figure: context for the reader, not an anchor
 # real Supreme Court decisions the sample table does not hold (the dev queries' notes name them)
 REAL_OUTSIDE = ["Planned Parenthood v. Casey, 505 U.S. 833 (1992)", "Dickerson v. United States, 530 U.S. 428 (2000)",
                 "Haig v. Agee, 453 U.S. 280 (1981)", "Teague v. Lane, 489 U.S. 288 (1989)",
@@ -220,11 +224,13 @@ def main():
             llm = load_settings().open_llm(args.judge)
             rows.append((f"rules + {args.judge} judge, lexical support", *kappa(cases, queries, llm)))
             rows.append((f"rules + {args.judge} judge, judged support", *kappa(cases, queries, llm, True)))
-        print(f"\n### Agreement with hand labels ({rows[0][1]} responses, {LABELS.name})\n")
-        print("| grader | kappa correctness | kappa groundedness | kappa hallucinated | vs human-human 0.77 |")
-        print("|---|---|---|---|---|")
+        print(f"\n### Agreement with the development labels ({rows[0][1]} responses, {LABELS.name}; "
+              "written with the grader: a regression figure, not agreement with people)\n")
+        print("| grader | kappa correctness | kappa groundedness | kappa hallucinated "
+              "| min kappa, correctness & groundedness (goal >= 0.7) | paper's human-human kappa (not measured here) |")
+        print("|---|---|---|---|---|---|")
         for name, n, kc, kg, kh, _ in rows:
-            print(f"| {name} | {kc:.3f} | {kg:.3f} | {kh:.3f} | {min(kc, kg) / HUMAN_KAPPA:.2f}x |")
+            print(f"| {name} | {kc:.3f} | {kg:.3f} | {kh:.3f} | {min(kc, kg):.3f} | {HUMAN_KAPPA:.2f} |")
         for name, *_, misses in rows:
             print(f"\nDisagreements, {name}:")
             for m in misses:

@@ -214,9 +214,11 @@ def test_support_by_judge_asks_the_judge_with_the_cited_case_text():
     assert judge.requests[0].prompt_ref == "legal_audit_support@1"
 
 
-def test_the_grader_agrees_with_the_hand_labels():
-    """The automatic labels against the 48 hand-labelled dev responses: the issue's goal is
-    Cohen's kappa >= 0.7 on both axes (the paper's human graders reached 0.77)."""
+def test_the_grader_still_grades_its_development_labels_as_before():
+    """A regression test, not a measure of agreement: these 48 labelled responses were written
+    with the grader and its rules were tuned on them, so agreement here is the grader's with
+    itself. Agreement with people is measured on labels kept outside the repository, that no
+    rule was tuned on. Never tune a rule against a label in this set."""
     from sklearn.metrics import cohen_kappa_score
 
     from benchmarks.legal_audit_eval import LABELS
