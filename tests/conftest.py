@@ -7,7 +7,7 @@ import torch
 
 from conclave.local_models import catalog
 
-pytest_plugins = ["pytester", "tests.report_guard"]
+pytest_plugins = ["pytester", "tests.reporting"]
 
 # Tests never touch the user's data dir or config.
 os.environ.pop("CONCLAVE_CONFIG", None)
@@ -16,6 +16,16 @@ os.environ.pop("CONCLAVE_CONFIG", None)
 # when a kernel is defined, so before any test imports one.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+MODEL_FIXTURES = {"model_dir"}  # every fixture that opens a real model pulls it through this one
+
+
+def pytest_collection_modifyitems(items):
+    """The ``model`` marker on every test that loads a real model, so ``-m "not model"`` is the fast suite."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("model")
 
 
 @pytest.fixture(autouse=True)
