@@ -80,6 +80,8 @@ class MiniLLMConfig(Recipe):
     steps: int = Field(6, ge=1, le=100_000, description="a step of 4 prompts and 32 tokens took 2 minutes on 2 cores")
     batch: int = Field(2, ge=1, le=256)
     mix: float = Field(0.2, ge=0, lt=1, description="teacher-mixed sampling: the teacher's share of the sampling distribution")
+    temperature: float = Field(1.0, gt=0, le=10, description="the teacher's softmax temperature, as in classic "
+                               "distillation (above 1 flattens it; the paper uses 1). A model can teach itself at T != 1")
     train: TrainConfig = TrainConfig(lr=2e-4, lora=8, clip=1.0)
 
 

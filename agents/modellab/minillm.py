@@ -86,8 +86,31 @@ def mixed_sample(student, teacher, prompts: list[list[int]], new_tokens: int, mi
     return [r[:r.index(eos) + 1] if eos in r else r for r in rows]
 
 
+class Tempered(torch.nn.Module):
+    """A model whose logits are divided by a temperature: its distribution, flattened (T > 1)
+    or sharpened (T < 1); the greedy answer is the same."""
+
+    def __init__(self, model, temperature: float):
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    @property
+    def device(self):
+        return self.model.device
+
+    def forward(self, **kw):
+        out = self.model(**kw)
+        out.logits = out.logits / self.temperature
+        return out
+
+    def generate(self, **kw):  # greedy decoding: the temperature changes no argmax
+        return self.model.generate(**kw)
+
+
 def run(c: MiniLLMConfig, lab: Lab) -> LabResult:
     ttok, teacher = lab.model(c.teacher)
+    if c.temperature != 1:
+        teacher = Tempered(teacher, c.temperature)
     stok, base = lab.model(c.student)
     if len(ttok) != len(stok) or ttok.eos_token_id != stok.eos_token_id:
         raise LabError(f"{c.teacher} and {c.student} do not share a tokenizer; distillation here needs one")
@@ -171,7 +194,8 @@ def run(c: MiniLLMConfig, lab: Lab) -> LabResult:
     notes = [
         f"Teacher {c.teacher}, student {c.student} (LoRA rank {c.train.lora}, lr {c.train.lr}); {c.steps} steps of "
         f"{c.batch} of {c.prompts} instructions, responses up to {c.new_tokens} tokens; held-out: {c.eval_prompts} "
-        f"instructions, greedy answers. Teacher-mixed sampling α = {c.mix}.",
+        f"instructions, greedy answers. Teacher-mixed sampling α = {c.mix}"
+        + (f"; the teacher at temperature {c.temperature:g}." if c.temperature != 1 else "."),
         "The paper's pre-training loss term and PPO-style ratio clipping are left out: the mixed-sampling weight is "
         "already bounded by 1/(1−α).",
         ("As in the paper, MiniLLM's answers get the highest teacher log-likelihood."
