@@ -396,7 +396,18 @@ def test_the_cli_runs_the_team_on_smollm2_and_records_every_iteration(with_model
         assert it["status"] in ("figure", "no_figure", "error", "timeout", "no_code")
         assert it["checks"]["figure_written"] == (it["status"] == "figure")
         assert (it["png"] is not None) == (it["status"] == "figure")
-    assert roles(FigureResult.from_dict(result))[:2] == ["commander", "coder"]
+    res = FigureResult.from_dict(result)
+    assert roles(res)[:2] == ["commander", "coder"]
+    # the outcome: the coder is shown the table's real columns, and each failed draft's error
+    # goes back to it before the next one
+    assert all(col in res.transcript[0]["text"] for col in ("date", "temperature", "humidity"))
+    coder_turns = [i for i, m in enumerate(res.transcript) if m["source"] == "coder"]
+    for it, turn in zip(res.iterations[:-1], coder_turns[1:]):
+        fed_back = " ".join(m["text"] for m in res.transcript[coder_turns[it.index] + 1:turn])
+        if it.status in ("error", "timeout"):
+            assert it.error.strip().splitlines()[-1][:60] in fed_back
+        elif it.status == "no_code":
+            assert "held no Python code" in fed_back
     (run_,) = RunStore(with_model / "conclave.db").list_runs("figure")
     assert run_.status == "done" and len(run_.result["iterations"]) == len(its)
     calls = RunStore(with_model / "conclave.db").calls(run_id=run_.id)

@@ -184,6 +184,10 @@ def test_proposals_are_read_from_the_forms_models_write():
     only_block = f"I propose:\n```python\n{code}```"
     p = parse_proposal(only_block)
     assert p.name == "f" and p.code == code
+    after_an_empty_one = f"Example:\n```python\n```\n\n```python\nimport torch\n\n{code}```"
+    assert parse_proposal(after_an_empty_one).code == f"import torch\n\n{code}"
+    cut_at_the_budget = f"```python\n{code}    # and then"
+    assert parse_proposal(cut_at_the_budget).code == f"{code}    # and then"
     for bad in ["no code here", '{"thought": "t", "name": "n"}', '{"code": ""}']:
         with pytest.raises(ProposalError):
             parse_proposal(bad)
@@ -259,6 +263,9 @@ def test_end_to_end_on_smollm2(with_model, tmp_path):
     for c in res.proposed:
         assert c.reply and c.stage in ("parse", "load", "gate", "train", "sandbox", "done")
         assert c.valid == (c.stage == "done") and (c.error is None) == c.valid
+    # the outcome: code was read out of a real reply and reached the loader (SmolLM2 fences a
+    # function after an empty fence, and is cut at its budget); reaching the gate is issue 32's
+    assert any(c.stage != "parse" for c in res.proposed), [c.error for c in res.proposed]
     assert "Loss discovery (2 proposals by smollm2-135m-instruct)" in res.report()
 
 

@@ -497,13 +497,16 @@ def test_end_to_end_on_smollm2_in_process(engine):
     calls = []
     llm = LocalLLM(engine, backend="llamacpp", model=MODEL, sink=calls.append)
     c = MapReduceConfig(task="ask", question="Who invented the Zorblat lamp?", context_tokens=512, chunk_tokens=200,
-                        map_max_tokens=16, reduce_max_tokens=24, max_concurrency=2)
+                        map_max_tokens=48, reduce_max_tokens=24, max_concurrency=2)
     result = run(c, llm, [Record(STORY, "dunhelm.txt")])
     assert 3 <= len(result.parts) <= 8 and len(calls) == result.n_calls >= len(result.parts)
     assert all(r.error is None and r.prompt_tokens + r.completion_tokens <= 512 for r in calls)  # the model's own count
     assert {r.prompt_ref for r in calls} <= {"mapreduce_map_ask@1", "mapreduce_reduce_ask@1"}
     assert result.provenance["answer"] and set(result.provenance["answer"]) <= {p.id for p in result.parts}
     assert result.parts[0].id in [m.part for m in result.maps]
+    # the outcome: the part that holds the planted fact yields its name in the map step
+    holder = next(p.id for p in result.parts if "Mira Quell" in STORY[p.start:p.end])
+    assert "Mira Quell" in next(m.text for m in result.maps if m.part == holder)
 
 
 def test_end_to_end_through_the_server_with_a_local_tokenizer(model_dir, smol_vocab):

@@ -44,7 +44,7 @@ class Proposal:
 def parse_proposal(text: str) -> Proposal:
     """The {thought, name, code} object in a reply. Models wrap it in a code fence, add prose,
     or write raw newlines inside the code string; all of that is read. A reply with no JSON
-    but one fenced Python block that defines a function is taken as that code."""
+    but a fenced Python block that defines a function is taken as that code."""
     decoder = json.JSONDecoder(strict=False)
     for m in re.finditer(r"\{", text):
         try:
@@ -55,10 +55,12 @@ def parse_proposal(text: str) -> Proposal:
             name = obj.get("name") if isinstance(obj.get("name"), str) and obj["name"].strip() else _def_name(obj["code"])
             thought = obj.get("thought") if isinstance(obj.get("thought"), str) else ""
             return Proposal(thought.strip(), _clean_name(name), _unfence(obj["code"]))
-    block = re.search(r"```(?:python|py)?\s*\n(.*?)```", text, re.S)
-    if block and re.search(r"^def \w+\(", block.group(1), re.M):
-        code = block.group(1)
-        return Proposal("", _clean_name(_def_name(code)), code)
+    # the first fenced block that defines a function (small models open with an empty one, and
+    # a reply cut at its token budget leaves the last fence open)
+    for block in re.finditer(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", text, re.S):
+        if re.search(r"^def \w+\(", block.group(1), re.M):
+            code = block.group(1)
+            return Proposal("", _clean_name(_def_name(code)), code)
     raise ProposalError('the reply holds no JSON object with a "code" field; answer with '
                         '{"thought": "...", "name": "...", "code": "..."} only')
 
