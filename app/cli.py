@@ -245,11 +245,9 @@ def ui(
     open_browser: bool = typer.Option(False, "--open", help="open it in the default browser"),
 ):
     """The web UI (Streamlit): every workflow with its form, live progress, results and history;
-    runs, models and monitoring. With CONCLAVE_UI_ONCE=1 it stops once every page has answered
-    (what CI does with the README's first command)."""
+    runs, models and monitoring. With CONCLAVE_UI_ONCE=1 it stops once the server is up (what CI
+    does with the README's first command)."""
     import subprocess
-
-    import httpx
 
     _settings()  # bad settings fail here, with the clear error, not inside the page
     here = Path(__file__).parent / "ui"
@@ -279,10 +277,9 @@ def ui(
     try:
         if not ui_came_up(url, proc, 120):
             raise ValueError(f"the UI did not come up on {url}")
-        pages = [""] + [p.stem.split("_", 1)[1] for p in sorted((here / "pages").glob("*.py"))]
-        for page in pages:
-            httpx.get(f"{url}/{page}", timeout=10).raise_for_status()
-        err.print(f"the UI came up and served {len(pages)} pages; stopping, as CONCLAVE_UI_ONCE asks")
+        # only that the server starts: a plain GET runs no page script, so it cannot see a broken
+        # page; tests/test_ui.py loads every page in a browser for that
+        err.print("the UI came up (its health check answered); stopping, as CONCLAVE_UI_ONCE asks")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -306,8 +306,9 @@ def test_background_runs_report_events_results_and_errors():
     assert runs.of("evoprompt") == [bad, bg] and runs.of("mapreduce") == [] and runs.active() == []
 
 
-def test_ui_once_serves_every_page_then_stops(tmp_path):
-    """What CI does with the README's first command, which ends by starting the UI."""
+def test_ui_once_comes_up_then_stops(tmp_path):
+    """What CI does with the README's first command, which ends by starting the UI (the pages
+    themselves are loaded in the browser by the tests above)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -315,4 +316,4 @@ def test_ui_once_serves_every_page_then_stops(tmp_path):
     r = subprocess.run([sys.executable, "-m", "conclave.app.cli", "ui", "--port", str(port)], env=env, capture_output=True,
                        text=True, timeout=180)
     assert r.returncode == 0, r.stderr
-    assert f"served {len(PAGES)} pages" in r.stderr
+    assert "the UI came up" in r.stderr
