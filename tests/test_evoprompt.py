@@ -268,6 +268,38 @@ def test_a_crashed_run_resumes_from_its_last_generation_with_cached_scores(tmp_p
         run(cfg(population=5), ScriptedLLM(evolver), model, task, resume=states[-1][1])
 
 
+def test_a_checkpoint_resumes_only_the_task_and_configuration_it_was_made_for():
+    import dataclasses
+
+    task, states = sentiment_task(), []
+    whole = run(cfg(), ScriptedLLM(evolver), ScriptedLLM(scores=task_model), task, checkpoint=lambda g, s: states.append(s))
+    saved = states[1]  # after generation 1 of 3
+    refused = {  # what differs, and what the error must name
+        "another task": (cfg(), dataclasses.replace(task, name="reviews"), r"another task: name 'toy' \(this run's: 'reviews'\)"),
+        "other dev examples": (cfg(), sentiment_task(n_dev=8), r"another task: its dev examples \(6; this run has 8\)"),
+        "other test examples": (cfg(), dataclasses.replace(task, test=task.test[::-1]),
+                                r"another task: its test examples \(the same number, other ones\)"),
+        "other label words": (cfg(), dataclasses.replace(task, verbalizer={"pos": "good", "neg": "bad"}),
+                              r"another task: verbalizer \{'pos': 'positive', 'neg': 'negative'\}"),
+        "other starting prompts": (cfg(), sentiment_task(prompts=("Judge it.", "Sentiment?")), "its starting prompts"),
+        "another population": (cfg(population=5), task, r"another configuration: population 4 \(this run's: 5\)"),
+        "another seed": (cfg(seed=2), task, r"another configuration: seed 1 \(this run's: 2\)"),
+        "another algorithm": (cfg(algorithm="de"), task, r"another configuration: algorithm 'ga' \(this run's: 'de'\)"),
+    }
+    for case, (config, other, message) in refused.items():
+        model = ScriptedLLM(scores=task_model)
+        with pytest.raises(EvoError, match=message):
+            run(config, ScriptedLLM(evolver), model, other, resume=saved)
+        assert model.requests == [], case  # refused before anything was asked
+    legacy = {k: v for k, v in saved.items() if k != "task"}  # made before checkpoints recorded their task
+    with pytest.raises(EvoError, match="does not record the task"):
+        run(cfg(), ScriptedLLM(evolver), ScriptedLLM(scores=task_model), task, resume=legacy)
+    # the same task (rebuilt, not the same object) and configuration resume, and end as the whole run did
+    resumed = run(cfg(), ScriptedLLM(evolver), ScriptedLLM(scores=task_model), sentiment_task(), resume=saved)
+    assert [(n.prompt, n.dev) for n in resumed.nodes] == [(n.prompt, n.dev) for n in whole.nodes]
+    assert [g.best for g in resumed.generations] == [g.best for g in whole.generations] and len(resumed.generations) == 4
+
+
 def test_the_run_store_keeps_checkpoints_and_reopens_a_stopped_run(tmp_path):
     store = RunStore(tmp_path / "c.db")
     with pytest.raises(RuntimeError):
@@ -296,7 +328,8 @@ def test_tasks_load_from_csv_and_jsonl_with_clear_errors(tmp_path):
     task = from_file(csv_file, verbalizer={"good": "positive", "bad": "negative"}, dev_size=9, test_size=6, seed=0)
     assert len(task.dev) == 9 and len(task.test) == 6 and not {e.id for e in task.dev} & {e.id for e in task.test}
     assert sum(e.label == "bad" for e in task.dev) == 3  # stratified: a third of the examples are 'bad'
-    assert "positive" in task.manual_prompts[0] or task.manual_prompts
+    # no prompts given: one starting prompt, naming the verbalizer's words in label order (bad, good)
+    assert task.manual_prompts == ("Classify the text. Answer with one of: negative, positive.",)
 
     jl = tmp_path / "t.jsonl"
     jl.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\nnot json\n')
@@ -372,19 +405,44 @@ def test_cli_runs_and_resumes_a_stopped_run(with_model, tmp_path):
     assert exported["result"]["top"] == done["top"] and exported["calls"] and exported["checkpoint_step"] == 1
     assert "no run" in conclave("runs", "show", "ffffffff", env=env).stderr
 
-    # a run that stopped after generation 0 (as a crash leaves it), resumed by the CLI on the real model
+    # a run that stopped after generation 0 (as a crash leaves it), resumed by the CLI on the real model;
+    # its generation 0 ran on the task its spec names, on the same model (4 starting prompts fill a
+    # population of 2: the evolver is not asked yet)
+    from conclave.app.evoprompt import load_task
+    from conclave.app.settings import load_settings
+
     config = EvoConfig(population=2, generations=2, seed=0, max_concurrency=4)
     spec = {"task": "rotten-tomatoes", "kind": "classification", "verbalizer": None, "prompts": None, "text_field": "text",
             "label_field": "label", "dev_size": 4, "test_size": 4, "split_seed": 0, "model": "smollm2-135m-instruct",
             "backend": None, "evolver": "smollm2-135m-instruct", "evolver_backend": None}
     store = RunStore(with_model / "conclave.db")
-    with pytest.raises(RuntimeError):
-        with store.run("evoprompt", {"evoprompt": config.model_dump(), "spec": spec}) as run_id:
-            def stop_after_generation_0(g, state):
-                store.save_checkpoint(run_id, g, state)
-                raise RuntimeError("killed")
-            run(config, ScriptedLLM(evolver), ScriptedLLM(scores=task_model), sentiment_task(), checkpoint=stop_after_generation_0)
+
+    def stopped_run(config_made_with: EvoConfig, task: Task) -> str:
+        with pytest.raises(RuntimeError):
+            with store.run("evoprompt", {"evoprompt": config.model_dump(), "spec": spec}) as run_id:
+                def stop_after_generation_0(g, state):
+                    store.save_checkpoint(run_id, g, state)
+                    raise RuntimeError("killed")
+                llm = load_settings().open_llm()
+                try:
+                    run(config_made_with, llm, llm, task, checkpoint=stop_after_generation_0)
+                finally:
+                    llm.close()
+        return run_id
+
+    own_task = load_task(spec)
+    # a checkpoint made for another task, or with another configuration, is refused by name
+    foreign = stopped_run(config, sentiment_task())
+    r = conclave("evoprompt", "--resume", foreign[:8], env=env, timeout=300)
+    assert r.returncode == 1 and "the checkpoint was made for another task: name 'toy'" in r.stderr, r.stderr
+    other_config = stopped_run(EvoConfig(population=2, generations=2, seed=5, max_concurrency=4), own_task)
+    r = conclave("evoprompt", "--resume", other_config[:8], env=env, timeout=300)
+    assert r.returncode == 1 and "another configuration: seed 5 (this run's: 0)" in r.stderr, r.stderr
+    assert store.get_run(foreign).status == store.get_run(other_config).status == "failed"  # nothing was resumed
+    # ...and one made for the run's own task and configuration resumes, keeping what it had
+    run_id = stopped_run(config, own_task)
     first = store.checkpoint(run_id)[1]["nodes"]
+    assert [n["op"] for n in first] == ["manual"] * 4 and all(n["dev"] is not None for n in first)
     r = conclave("evoprompt", "--resume", run_id[:8], "--out", str(tmp_path / "resumed.json"), env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     resumed = json.loads((tmp_path / "resumed.json").read_text())

@@ -233,7 +233,8 @@ def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):
     from conclave.agents.evoprompt import EvoConfig, run
     from conclave.app.store import RunStore
     from tests.scripted import ScriptedLLM
-    from tests.test_evoprompt import evolver, sentiment_task, task_model
+    from conclave.app.evoprompt import load_task
+    from tests.test_evoprompt import evolver, task_model
 
     url, data, _ = ui
     store = RunStore(data / "conclave.db")
@@ -247,7 +248,8 @@ def test_a_stopped_evoprompt_run_resumes_from_its_page(ui, page):
                 def stop(g, state):
                     store.save_checkpoint(run_id, g, state)
                     raise RuntimeError("killed")
-                run(config, ScriptedLLM(evolver), ScriptedLLM(scores=task_model), sentiment_task(), checkpoint=stop)
+                # the spec's own task: a checkpoint of another task is refused on resume
+                run(config, ScriptedLLM(evolver), ScriptedLLM(scores=task_model), load_task(spec), checkpoint=stop)
         return run_id
 
     with ThreadPoolExecutor(1) as pool:  # off the main thread, where Playwright's event loop runs

@@ -9,7 +9,10 @@ the best prompt (v1; v2 leaves the best out, v3 the difference step) and crosses
 result with the member, which the child replaces only if strictly better.
 paraphrase: N paraphrases of members a generation, the best N kept (the APE-like baseline).
 
-Each finished generation is a checkpoint: ``run(..., resume=state)`` continues from it.
+Each finished generation is a checkpoint: ``run(..., resume=state)`` continues from it. A
+checkpoint records what it was made for (the task: its name, kind, examples, starting prompts
+and verbalizer; and the configuration), and only a run of that same task and configuration
+resumes from it: scores kept from another task or configuration would be wrong for this one.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from conclave.agents.evoprompt.operators import Offspring, ask, de_template, de_
 from conclave.agents.evoprompt.tasks import Task
 from conclave.agents.evoprompt.trace import EvoError, EvoResult, Generation, Node
 from conclave.agents.llm import LLM
-from conclave.agents.memo import Memo
+from conclave.agents.memo import Memo, digest
 
 Event = Callable[[dict], None]
 Checkpoint = Callable[[int, dict], None]
@@ -65,6 +68,36 @@ async def arun(config: EvoConfig, evolver: LLM, task_llm: LLM, task: Task, *, ca
     return await r.finish()
 
 
+def task_record(task: Task) -> dict:
+    """What a checkpoint records of the task it was made for: enough to tell any change that
+    moves a score (the examples by digest, so that a large task makes no large checkpoint)."""
+    return {
+        "name": task.name, "kind": task.kind, "verbalizer": dict(task.verbalizer),
+        "dev": [len(task.dev), digest([[e.id, e.text, e.label] for e in task.dev])],
+        "test": [len(task.test), digest([[e.id, e.text, e.label] for e in task.test])],
+        "manual_prompts": [len(task.manual_prompts), digest(list(task.manual_prompts))],
+    }
+
+
+def _task_differences(saved: dict, now: dict) -> list[str]:
+    out = []
+    for key in ("name", "kind", "verbalizer"):
+        if saved.get(key) != now[key]:
+            out.append(f"{key} {saved.get(key)!r} (this run's: {now[key]!r})")
+    for key, what in (("dev", "dev examples"), ("test", "test examples"), ("manual_prompts", "starting prompts")):
+        old = saved.get(key) or [None, None]
+        if old != now[key]:
+            same_size = old[0] == now[key][0]
+            out.append(f"its {what} ({'the same number, other ones' if same_size else f'{old[0]}; this run has {now[key][0]}'})")
+    return out
+
+
+def _config_differences(saved: dict, now: dict) -> list[str]:
+    # every knob counts, max_concurrency too: a batching server's scores move with the batch
+    return [f"{k} {saved.get(k, '(unset)')!r} (this run's: {now.get(k, '(unset)')!r})"
+            for k in sorted(set(saved) | set(now)) if saved.get(k, ...) != now.get(k, ...)]
+
+
 class _Run:
     def __init__(self, config: EvoConfig, evolver: LLM, task_llm: LLM, task: Task, cache: Memo | None,
                  on_event: Event | None, resume: dict | None):
@@ -98,7 +131,8 @@ class _Run:
     def state(self) -> dict:
         version, internal, gauss = self.rng.getstate()
         return {
-            "config": self.c.model_dump(), "nodes": [vars(n) for n in self.nodes], "population": self.population,
+            "config": self.c.model_dump(), "task": task_record(self.task),
+            "nodes": [vars(n) for n in self.nodes], "population": self.population,
             "generations": [vars(g) for g in self.generations], "rng": [version, list(internal), gauss],
             "tokens_evolver": self.tokens_evolver, "tokens_task": self.tokens_task_before + self.fitness.tokens,
             "wall_s": self.wall, "no_better": self.no_better,
@@ -106,8 +140,18 @@ class _Run:
         }
 
     def _restore(self, s: dict) -> None:
-        if s.get("config") != self.c.model_dump():
-            raise EvoError("the checkpoint was made with another configuration; resume with the run's own")
+        """Continue from checkpoint ``s``: only one made for this task and configuration."""
+        if "task" not in s or "config" not in s:
+            raise EvoError("the checkpoint does not record the task and configuration it was made for "
+                           "(an older checkpoint); start the run again")
+        config = _config_differences(s["config"], self.c.model_dump())
+        if config:
+            raise EvoError(f"the checkpoint was made with another configuration: {'; '.join(config)}; "
+                           "resume with the run's own")
+        task = _task_differences(s["task"], task_record(self.task))
+        if task:
+            raise EvoError(f"the checkpoint was made for another task: {'; '.join(task)}; "
+                           "resume with the task it was made for")
         self.nodes = [Node(**n) for n in s["nodes"]]
         self.population = list(s["population"])
         self.generations = [Generation(**g) for g in s["generations"]]
