@@ -64,6 +64,8 @@ class Scheduler:
         self._active: list[_Seq] = []
         self._cv = threading.Condition()
         self._closing = False
+        self._generated = 0  # tokens sampled for jobs, since start
+        self._cancelled = 0  # jobs dropped because they were cancelled (running or still queued)
         self._thread = threading.Thread(target=self._run, name="conclave-scheduler", daemon=True)
         self._thread.start()
 
@@ -84,6 +86,12 @@ class Scheduler:
         with self._cv:
             return {"slots": self.engine.n_slots, "active": len(self._active), "queued": len(self._waiting)}
 
+    def totals(self) -> dict:
+        """Counts since the scheduler started: tokens generated for all jobs together, and jobs
+        dropped because they were cancelled (a cancelled job's tokens stop counting at once)."""
+        with self._cv:
+            return {"generated_tokens": self._generated, "cancelled": self._cancelled}
+
     def close(self) -> None:
         with self._cv:
             self._closing = True
@@ -96,6 +104,7 @@ class Scheduler:
         while self._waiting and self._free:
             job = self._waiting.popleft()
             if job.cancelled.is_set():
+                self._cancelled += 1
                 continue
             cached = self.engine.cached
             slot = max(self._free, key=lambda s: common_prefix(cached(s), job.tokens))
@@ -132,6 +141,7 @@ class Scheduler:
                     return
                 for seq in [s for s in self._active if s.job.cancelled.is_set()]:
                     self._release(seq)
+                    self._cancelled += 1
                 work, owners = self._plan()
             if not work:
                 continue
@@ -191,6 +201,7 @@ class Scheduler:
             job.on_event(Chunk("", [], "length", len(job.tokens), 0))
             return True
         token, chunks = seq.decoder.step(logits)
+        self._generated += 1  # only this thread writes it
         for chunk in chunks:
             job.on_event(chunk)
         seq.next_token = token

@@ -174,7 +174,7 @@ def create_app(served: Served) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": served.name, **served.scheduler.stats()}
+        return {"status": "ok", "model": served.name, **served.scheduler.stats(), **served.scheduler.totals()}
 
     @app.get("/v1/models")
     async def models():

@@ -3,6 +3,7 @@ them: subprocesses on the real SmolLM2, a real scheduler, a real kill."""
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -126,18 +127,38 @@ def test_a_killed_job_is_marked_failed_and_its_next_run_resumes_it(data, tmp_pat
     store = RunStore(data / "conclave.db")
     proc = subprocess.Popen([sys.executable, "-m", "conclave.app.cli", "jobs", "run", "evo"], env={**os.environ, **env(data)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # killed once its first generations are checkpointed
-        runs = store.job_runs("evo")
-        if runs and (saved := store.checkpoint(runs[0].id)) and saved[0] >= 1:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # Killed once generation 1 is checkpointed, however fast or slow the machine: the test holds the
+    # store's write lock and lets the job's writes through one commit at a time, so the job cannot
+    # get further than the checkpoint seen while the lock is held (nor finish) before it is killed.
+    gate = sqlite3.connect(data / "conclave.db", timeout=120, isolation_level=None)
+    watch = sqlite3.connect(data / "conclave.db", isolation_level=None)
+
+    def commits() -> int:  # changes whenever another connection commits
+        return watch.execute("PRAGMA data_version").fetchone()[0]
+
+    deadline = time.monotonic() + 400  # a generous bound for a slow machine, never the thing checked
+    gate.execute("BEGIN IMMEDIATE")
+    try:
+        while not ((runs := store.job_runs("evo")) and (saved := store.checkpoint(runs[0].id)) and saved[0] >= 1):
+            assert proc.poll() is None, "the job exited before checkpointing generation 1"
+            assert time.monotonic() < deadline, "generation 1 was never checkpointed"
+            gate.execute("COMMIT")  # the job may write once...
+            seen = commits()
+            while commits() == seen and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            gate.execute("BEGIN IMMEDIATE")  # ...and is held at its next write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:  # a failed wait: no job left running
+            proc.kill()
+            proc.wait()
+        gate.execute("ROLLBACK")
+        gate.close()
+        watch.close()
     [killed] = store.job_runs("evo")
     assert store.get_run(killed.id).status == "running"  # as a kill leaves it
-    step = store.checkpoint(killed.id)[0]
-    assert step < 3, "the run finished before it could be killed; the test needs a slower run"
+    assert store.checkpoint(killed.id)[0] == saved[0] < 3  # killed where it was held: generations still to run
 
     listed = conclave("jobs", "list", env=env(data))
     assert "failed" in listed.stdout and store.get_run(killed.id).error.startswith("the process running it stopped")
