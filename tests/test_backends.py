@@ -9,7 +9,6 @@ import conclave.local_models.rwkv  # noqa: F401  (registered before a test empti
 import conclave.local_models.transformer  # noqa: F401
 from conclave.local_models import native
 from conclave.local_models.errors import BackendUnavailable, ModelNotFound
-from conclave.local_models.llamacpp import LlamaCppEngine
 
 
 def test_openai_prefix_opens_the_openai_backend(tmp_path):
@@ -35,18 +34,3 @@ def test_native_backend_refuses_an_architecture_it_has_no_engine_for(model_dir, 
     monkeypatch.setattr(native, "ENGINES", {})
     with pytest.raises(BackendUnavailable, match="no engine for architecture 'llama'.*--backend llamacpp"):
         open_llm("smollm2-135m-instruct", backend="native", data_dir=model_dir)
-
-
-def test_native_backend_uses_the_engine_registered_for_the_architecture(model_dir, monkeypatch):
-    # the registry's plumbing, exercised with a real TokenEngine standing in for a native one
-    monkeypatch.setattr(native, "ENGINES", {})
-    opened = []
-
-    @native.register("llama")
-    def load(path, n_ctx):
-        opened.append(path)
-        return LlamaCppEngine(path, n_ctx=n_ctx)
-
-    llm = open_llm("smollm2-135m-instruct", backend="native", data_dir=model_dir, n_ctx=512)
-    assert llm.backend == "native" and opened and opened[0].name == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert llm.complete("The capital of France is", max_tokens=3, temperature=0).usage.completion_tokens == 3

@@ -351,8 +351,18 @@ def test_audit_end_to_end_on_smollm2(with_model, tmp_path):
     assert len(searches) == 4 and all(s["index_name"] == "legal-sample" and s["error"] is None for s in searches)
     refs = {c["prompt_ref"] for c in store.calls(run_id=run_.id)}
     assert refs == {"legal_rag_answer@1", "legal_closed_book@1"}
+    # each RAG answer's passages are chunks of the sample corpus's index (its cases, and the Constitution
+    # where installed), named by their chunk ids: the ids that the index gives these records' chunks
+    from conclave.agents.legal_audit.queries import SAMPLE
+    from conclave.retrieval.caselaw import constitution, load_cases, records
+    from conclave.retrieval.embed import MiniLM
+    from conclave.retrieval.ingest import Splitter
+
+    corpus = {c.id: c.source for c in Splitter(MiniLM().tokenizer, 200, 32).chunks(records(load_cases(SAMPLE)) + constitution())}
     rag = [i for i in result["items"] if i["system"] == "rag"]
-    assert all(p.startswith("case:") or p for i in rag for p in i["passages"]) and all(i["passages"] for i in rag)
+    assert len(rag) == 4 and all(1 <= len(i["passages"]) == len(set(i["passages"])) <= 4 for i in rag)  # k = 4
+    assert [p for i in rag for p in i["passages"] if p not in corpus] == []
+    assert any(corpus[p].startswith("case:") for i in rag for p in i["passages"])
 
 
 def test_the_constitution_is_read_by_article_section_and_amendment(tmp_path, monkeypatch):

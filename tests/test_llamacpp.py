@@ -168,11 +168,30 @@ def test_async_stream_on_the_real_model(llm):
     assert asyncio.run(main()) == expected
 
 
-def test_engine_scoring_splits_merged_boundaries(engine):
-    # "Sentiment:" + " positive" tokenizes the same jointly and apart; a continuation that
-    # merges with the prompt's last characters is still scored from the agreed prefix
-    (s,) = score(engine, "The sky is blu", ["e"])
-    assert s.n_tokens >= 1 and s.n_context >= 1 and s.logprob < 0
+@pytest.mark.parametrize("prompt, continuation, merged", [
+    ("The sky is blu", "e", True),  # " blu" + "e" is one token jointly: the score starts before "blu"
+    ("The capital of France is", " Paris, a city of light", False),  # several tokens, the boundary kept
+])
+def test_engine_scoring_equals_a_full_softmax_of_the_same_tokens(engine, reference, prompt, continuation, merged):
+    (s,) = score(engine, prompt, [continuation])
+    # the reference: llama-cpp-python's logits for the whole text read in one pass, log-softmax
+    # in float64, the continuation being what follows the longest prefix the prompt's own
+    # tokens share with the whole text's
+    bos = engine.add_bos
+    own = reference.tokenize(prompt.encode(), add_bos=bos, special=True)
+    whole = reference.tokenize((prompt + continuation).encode(), add_bos=bos, special=True)
+    n = next((i for i, (a, b) in enumerate(zip(own, whole)) if a != b), min(len(own), len(whole)))
+    cont = whole[n:]
+    reference.reset()
+    reference.eval(whole)
+    rows = reference.scores[n - 1 : len(whole) - 1]  # row j predicts token j + 1
+    ref = [float(log_softmax(row)[tok]) for row, tok in zip(rows, cont)]
+    assert (n < len(own)) == merged
+    assert (s.n_context, s.n_tokens) == (n, len(cont))
+    # the same attention path and the same tokens: they agree to ~1e-8 here
+    assert list(s.token_logprobs) == pytest.approx(ref, abs=1e-4)
+    assert s.logprob == pytest.approx(sum(ref), abs=1e-4 * len(cont))
+    assert s.greedy == all(int(np.argmax(row)) == tok for row, tok in zip(rows, cont))
 
 
 @pytest.mark.parametrize("prompt", ["Emoji party: 😀😃😄🎉", "日本の首都は東京です。中国の首都は"])
